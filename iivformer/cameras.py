@@ -1,0 +1,120 @@
+"""Human3.6M cameras: calibration, quaternions, world <-> camera, projection with distortion.
+
+Conventions (``resources/h36m_cameras.json``): the quaternion [w, x, y, z] gives the
+camera-to-world rotation R, a world point X (millimetres) has camera coordinates R^T (X - t),
+and the image point follows the Human3.6M (VideoPose3D ``project_to_2d``) distortion model.
+Every function here works on numpy arrays with any leading batch shape.
+"""
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from iivformer.errors import IIVFormerError
+
+
+@dataclass(frozen=True)
+class Camera:
+    """One calibrated camera of one subject. Lengths in millimetres, image quantities in pixels."""
+
+    id: str
+    orientation: np.ndarray  # (4,) unit quaternion [w, x, y, z], camera-to-world
+    translation: np.ndarray  # (3,) camera centre in world coordinates, mm
+    focal_length: np.ndarray  # (2,) fx, fy
+    center: np.ndarray  # (2,) cx, cy
+    radial_distortion: np.ndarray  # (3,) k1, k2, k3
+    tangential_distortion: np.ndarray  # (2,) p1, p2
+    res_w: int
+    res_h: int
+
+    @property
+    def rotation(self) -> np.ndarray:
+        """Camera-to-world rotation matrix (3, 3)."""
+        return quaternion_to_matrix(self.orientation)
+
+
+@lru_cache(maxsize=None)
+def _calibration() -> dict:
+    with resources.files("iivformer").joinpath("resources/h36m_cameras.json").open() as handle:
+        return json.load(handle)
+
+
+def cameras_for(subject: str) -> list:
+    """The 4 cameras of a Human3.6M subject, in the order of the 2D arrays in the archives."""
+    calibration = _calibration()
+    if subject not in calibration["extrinsics"]:
+        known = ", ".join(calibration["extrinsics"])
+        raise IIVFormerError(f"no camera calibration for subject {subject!r} (known: {known})")
+    cameras = []
+    for intrinsic, extrinsic in zip(calibration["intrinsics"], calibration["extrinsics"][subject]):
+        cameras.append(Camera(
+            id=intrinsic["id"],
+            orientation=np.asarray(extrinsic["orientation"], dtype=np.float64),
+            translation=np.asarray(extrinsic["translation"], dtype=np.float64),
+            focal_length=np.asarray(intrinsic["focal_length"], dtype=np.float64),
+            center=np.asarray(intrinsic["center"], dtype=np.float64),
+            radial_distortion=np.asarray(intrinsic["radial_distortion"], dtype=np.float64),
+            tangential_distortion=np.asarray(intrinsic["tangential_distortion"], dtype=np.float64),
+            res_w=int(intrinsic["res_w"]),
+            res_h=int(intrinsic["res_h"]),
+        ))
+    return cameras
+
+
+def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
+    """Rotation matrix (..., 3, 3) of unit quaternions (..., 4) given as [w, x, y, z]."""
+    q = np.asarray(quaternion, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+    ], axis=-2)
+
+
+def world_to_camera(points_world: np.ndarray, camera: Camera) -> np.ndarray:
+    """Camera coordinates (..., 3) of world points (..., 3), both in millimetres."""
+    return (np.asarray(points_world, dtype=np.float64) - camera.translation) @ camera.rotation
+
+
+def camera_to_world(points_camera: np.ndarray, camera: Camera) -> np.ndarray:
+    """World coordinates (..., 3) of camera-frame points (..., 3), both in millimetres."""
+    return np.asarray(points_camera, dtype=np.float64) @ camera.rotation.T + camera.translation
+
+
+def distort(normalized: np.ndarray, camera: Camera) -> np.ndarray:
+    """Apply the Human3.6M lens model to ideal normalised image points (..., 2) = (X/Z, Y/Z)."""
+    x, y = normalized[..., 0], normalized[..., 1]
+    k1, k2, k3 = camera.radial_distortion
+    p1, p2 = camera.tangential_distortion
+    r2 = x * x + y * y
+    radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+    tangential = p1 * x + p2 * y
+    return np.stack([x * (radial + tangential) + p1 * r2, y * (radial + tangential) + p2 * r2], axis=-1)
+
+
+def undistort(distorted: np.ndarray, camera: Camera, iterations: int = 20) -> np.ndarray:
+    """Invert :func:`distort` by fixed-point iteration: ideal normalised points (..., 2)."""
+    distorted = np.asarray(distorted, dtype=np.float64)
+    estimate = distorted.copy()
+    for _ in range(iterations):
+        estimate = estimate + (distorted - distort(estimate, camera))
+    return estimate
+
+
+def project(points_world: np.ndarray, camera: Camera) -> np.ndarray:
+    """Pixel coordinates (..., 2) of world points (..., 3) in millimetres, with lens distortion."""
+    points_camera = world_to_camera(points_world, camera)
+    normalized = points_camera[..., :2] / points_camera[..., 2:3]
+    return distort(normalized, camera) * camera.focal_length + camera.center
+
+
+def pixels_to_rays(pixels: np.ndarray, camera: Camera) -> np.ndarray:
+    """Unit viewing directions in world coordinates (..., 3) for pixel positions (..., 2)."""
+    normalized = undistort((np.asarray(pixels, dtype=np.float64) - camera.center) / camera.focal_length, camera)
+    directions_camera = np.concatenate([normalized, np.ones_like(normalized[..., :1])], axis=-1)
+    directions_world = directions_camera @ camera.rotation.T
+    return directions_world / np.linalg.norm(directions_world, axis=-1, keepdims=True)
