@@ -1,0 +1,200 @@
+"""IIVFormer: a multi-view 2D-to-3D human pose lifter, in one file.
+
+Input is the 2D pose of one frame seen from V cameras, shape (B, V, J, 2). The model
+works in two stages:
+
+1. Intra-view: each view's J joints are embedded to width C and mixed by a stack of
+   Transformer blocks (attention over joints, within one view).
+2. Inter-view: each view's J tokens are flattened, joint-major, into a single token of
+   width J*C, and a second stack of blocks attends across the V views. A 1x1 Conv1d
+   over the view axis takes a learned weighted mean of the views, and a LayerNorm +
+   Linear head reads out the 3D pose, shape (B, 1, J, 3).
+
+Parameter names and registration order match the published implementation, so its
+checkpoints load with ``load_state_dict(strict=True)``.
+"""
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from iivformer.errors import CheckpointError
+
+
+@dataclass
+class ModelConfig:
+    num_view: int = 4
+    num_joints: int = 17
+    in_chans: int = 2
+    embed_dim_ratio: int = 32  # C, the per-joint width; the inter-view width is J*C
+    depth: int = 4  # blocks in each of the two stacks
+    num_heads: int = 8
+    mlp_ratio: float = 2.0
+    qkv_bias: bool = True
+    qk_scale: float | None = None  # None: head_dim ** -0.5
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CheckpointError(f"model config has unknown keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples (first axis) with probability `rate`, rescale the rest."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DropPath(nn.Module):
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x):
+        return drop_path(x, self.rate, self.training)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over the N tokens of (B, N, dim)."""
+
+    def __init__(self, dim, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.qk_scale = qk_scale
+        self.scale = qk_scale or (dim // num_heads) ** -0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x, return_attention: bool = False):
+        """(B, N, dim) -> (B, N, dim), plus the (B, heads, N, N) softmax map if asked (else None)."""
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, heads, N, head_dim)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.qk_scale
+        )
+        y = self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, N, D)))
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) if return_attention else None
+        return y, attn
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x)))."""
+
+    def __init__(self, dim, num_heads, mlp_ratio, qkv_bias, qk_scale, drop, attn_drop, drop_path):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, qk_scale, attn_drop, drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x, return_attention: bool = False):
+        y, attn = self.attn(self.norm1(x), return_attention)
+        x = x + self.drop_path(y)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x, attn
+
+
+class IIVFormer(nn.Module):
+    """Lift (B, V, J, 2) multi-view 2D poses to a (B, 1, J, 3) 3D pose."""
+
+    def __init__(self, num_view=4, num_joints=17, in_chans=2, embed_dim_ratio=32, depth=4,
+                 num_heads=8, mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
+                 attn_drop_rate=0.0, drop_path_rate=0.1):
+        super().__init__()
+        self.config = ModelConfig(num_view, num_joints, in_chans, embed_dim_ratio, depth, num_heads,
+                                  mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate,
+                                  drop_path_rate)
+        C, J, V = embed_dim_ratio, num_joints, num_view
+        view_dim = J * C  # width of one view's token in the inter-view stack
+
+        # Registration order fixes the state_dict order of published checkpoints.
+        self.Intra_patch_to_embedding = nn.Linear(in_chans, C)
+        self.Intra_pos_embed = nn.Parameter(torch.zeros(1, J, C))
+        self.Inter_pos_embed = nn.Parameter(torch.zeros(1, V, view_dim))
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        rates = [r.item() for r in torch.linspace(0, drop_path_rate, depth)]
+        block_args = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                          qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate)
+        self.Intra_blocks = nn.ModuleList([Block(C, drop_path=r, **block_args) for r in rates])
+        self.Inter_blocks = nn.ModuleList([Block(view_dim, drop_path=r, **block_args) for r in rates])
+        self.Intra_norm = nn.LayerNorm(C, eps=1e-6)
+        self.Inter_norm = nn.LayerNorm(view_dim, eps=1e-6)
+
+        self.weighted_mean = nn.Conv1d(in_channels=V, out_channels=1, kernel_size=1)
+        self.head = nn.Sequential(nn.LayerNorm(view_dim), nn.Linear(view_dim, J * 3))
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "IIVFormer":
+        return cls(**config.to_dict())
+
+    def _forward(self, x, return_attention: bool):
+        B, V, J, _ = x.shape
+        intra_maps, inter_maps = [], []
+
+        # Intra-view: attention over the J joints of each view, views folded into the batch.
+        x = self.Intra_patch_to_embedding(x.reshape(B * V, J, -1))  # (B*V, J, C)
+        x = self.pos_drop(x + self.Intra_pos_embed)
+        for block in self.Intra_blocks:
+            x, attn = block(x, return_attention)
+            if return_attention:
+                intra_maps.append(attn.reshape(B, V, *attn.shape[1:]))  # (B, V, heads, J, J)
+        x = self.Intra_norm(x)
+
+        # Inter-view: one joint-major token of width J*C per view, attention over the V views.
+        x = x.reshape(B, V, -1)  # (B, V, J*C)
+        x = self.pos_drop(x + self.Inter_pos_embed)
+        for block in self.Inter_blocks:
+            x, attn = block(x, return_attention)
+            if return_attention:
+                inter_maps.append(attn)  # (B, heads, V, V)
+        x = self.Inter_norm(x)
+
+        x = self.weighted_mean(x)  # (B, 1, J*C): learned weighted mean over views
+        x = self.head(x).reshape(B, 1, J, 3)
+        return x, {"intra": intra_maps, "inter": inter_maps}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, V, J, 2) 2D poses -> (B, 1, J, 3) 3D pose."""
+        return self._forward(x, return_attention=False)[0]
+
+    def forward_with_attention(self, x: torch.Tensor):
+        """Like forward, also returning the softmax attention maps of every block:
+        {"intra": [(B, V, heads, J, J)] * depth, "inter": [(B, heads, V, V)] * depth}."""
+        return self._forward(x, return_attention=True)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,145 @@
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from published_recipe import load_manifest, recipe_state_dict  # noqa: E402
+
+from iivformer.errors import CheckpointError
+from iivformer.model import Attention, IIVFormer, ModelConfig, count_parameters
+
+GOLDEN_PATH = Path(__file__).parent / "fixtures" / "forward_golden.npz"
+SMALL = dict(embed_dim_ratio=16, depth=2, num_heads=4)
+
+
+@pytest.fixture(scope="module")
+def published():
+    golden = np.load(GOLDEN_PATH)
+    model = IIVFormer().eval()
+    model.load_state_dict(recipe_state_dict(int(golden["weight_seed"])), strict=True)
+    return model, golden
+
+
+def test_state_dict_matches_manifest_keys_order_and_shapes():
+    manifest = load_manifest()["entries"]
+    state = IIVFormer().state_dict()
+    assert [(k, list(v.shape)) for k, v in state.items()] == [(e["key"], e["shape"]) for e in manifest]
+
+
+def test_parameter_count_matches_published_checkpoint():
+    manifest_total = sum(math.prod(e["shape"]) for e in load_manifest()["entries"])
+    assert manifest_total == 9_560_920
+    assert count_parameters(IIVFormer()) == 9_560_920
+
+
+def test_manifest_config_matches_defaults():
+    config = ModelConfig()
+    for key, value in load_manifest()["config"].items():
+        assert getattr(config, key) == value
+
+
+def test_golden_forward_parity(published):
+    model, golden = published
+    with torch.no_grad():
+        out = model(torch.from_numpy(golden["input"])).numpy()
+    assert out.shape == golden["output"].shape == (8, 1, 17, 3)
+    np.testing.assert_allclose(out, golden["output"], atol=1e-4, rtol=0)
+
+
+def test_forward_with_attention_matches_forward(published):
+    model, golden = published
+    x = torch.from_numpy(golden["input"])
+    with torch.no_grad():
+        out = model(x)
+        out_attn, maps = model.forward_with_attention(x)
+    torch.testing.assert_close(out_attn, out, atol=0, rtol=0)
+    assert len(maps["intra"]) == len(maps["inter"]) == 4
+    for a in maps["intra"]:
+        assert a.shape == (8, 4, 8, 17, 17)
+        torch.testing.assert_close(a.sum(-1), torch.ones(8, 4, 8, 17))
+        assert (a >= 0).all()
+    for a in maps["inter"]:
+        assert a.shape == (8, 8, 4, 4)
+        torch.testing.assert_close(a.sum(-1), torch.ones(8, 8, 4))
+        assert (a >= 0).all()
+
+
+@pytest.mark.parametrize("num_view,num_joints", [(4, 17), (3, 17), (2, 13), (5, 21)])
+def test_small_configs_shapes_and_gradients(num_view, num_joints):
+    torch.manual_seed(0)
+    model = IIVFormer(num_view=num_view, num_joints=num_joints, **SMALL)
+    x = torch.randn(3, num_view, num_joints, 2)
+    out = model(x)
+    assert out.shape == (3, 1, num_joints, 3)
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.Intra_patch_to_embedding.weight.grad.abs().sum() > 0
+    model.eval()
+    _, maps = model.forward_with_attention(x)
+    assert [a.shape for a in maps["intra"]] == [(3, num_view, 4, num_joints, num_joints)] * 2
+    assert [a.shape for a in maps["inter"]] == [(3, 4, num_view, num_view)] * 2
+
+
+def test_train_mode_drop_path_is_stochastic_eval_is_deterministic():
+    torch.manual_seed(0)
+    model = IIVFormer(drop_path_rate=0.5, **SMALL)
+    x = torch.randn(16, 4, 17, 2)
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_drop_path_schedule_is_linear_and_zero_rate_is_identity():
+    model = IIVFormer(depth=3, drop_path_rate=0.2, **{k: v for k, v in SMALL.items() if k != "depth"})
+    for blocks in (model.Intra_blocks, model.Inter_blocks):
+        assert [b.drop_path.rate for b in blocks] == pytest.approx([0.0, 0.1, 0.2])
+    torch.manual_seed(0)
+    model = IIVFormer(drop_path_rate=0.0, **SMALL).train()
+    x = torch.randn(4, 4, 17, 2)
+    assert torch.equal(model(x), model(x))
+
+
+def test_qk_scale_override_changes_output():
+    torch.manual_seed(0)
+    default = IIVFormer(**SMALL).eval()
+    scaled = IIVFormer(qk_scale=1.0, **SMALL).eval()
+    scaled.load_state_dict(default.state_dict())
+    x = torch.randn(2, 4, 17, 2)
+    with torch.no_grad():
+        assert not torch.allclose(default(x), scaled(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("qk_scale", [None, 0.7])
+def test_attention_maps_reproduce_fused_attention_output(qk_scale):
+    torch.manual_seed(0)
+    attn = Attention(dim=32, num_heads=4, qk_scale=qk_scale).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        y, probs = attn(x, return_attention=True)
+        y_plain, none = attn(x)
+        v = attn.qkv(x).reshape(2, 5, 3, 4, 8).permute(2, 0, 3, 1, 4)[2]  # (B, heads, N, head_dim)
+        y_from_probs = attn.proj((probs @ v).transpose(1, 2).reshape(2, 5, 32))
+    assert none is None
+    torch.testing.assert_close(y, y_plain, atol=0, rtol=0)
+    torch.testing.assert_close(y_from_probs, y, atol=1e-5, rtol=1e-5)
+
+
+def test_config_round_trip_and_from_config():
+    config = ModelConfig(num_view=3, qk_scale=0.5, **SMALL)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    model = IIVFormer.from_config(config)
+    assert model.config == config
+    assert model.Inter_pos_embed.shape == (1, 3, 17 * 16)
+    assert IIVFormer().config == ModelConfig()
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(CheckpointError, match="unknown keys: bogus") as info:
+        ModelConfig.from_dict({**ModelConfig().to_dict(), "bogus": 1})
+    assert "\n" not in str(info.value)
