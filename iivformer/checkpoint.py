@@ -86,8 +86,11 @@ def _torch_load(path: Path, map_location):
     if head == b"PK\x03\x04":
         if not zipfile.is_zipfile(path):
             raise CheckpointError(f"{path}: truncated or damaged (the zip archive is incomplete)")
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()  # the CRCs catch damaged bytes torch itself would not notice
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()  # the CRCs catch damaged bytes torch itself would not notice
+        except Exception as error:  # noqa: BLE001 - damaged zip directories fail in many ways
+            raise CheckpointError(f"{path}: truncated or damaged ({type(error).__name__} in the zip archive)") from None
         if bad is not None:
             raise CheckpointError(f"{path}: damaged (checksum error in {bad})")
     elif not head.startswith(b"\x80"):
