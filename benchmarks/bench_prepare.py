@@ -1,0 +1,107 @@
+"""Time and peak memory of data preparation, ours against the published pipeline's approach.
+
+    python benchmarks/bench_prepare.py [--preset full] [--skip_published]
+
+Each measurement runs in a fresh process so its peak resident memory is its own. The published
+pipeline (split_data) also builds a float64 camera array of N x 17 x 72 per split; it is
+measured on the 'small' preset only, and its size at full scale is computed from its shape.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+OURS = """
+import json, resource, sys, time
+from iivformer import data
+start = time.perf_counter()
+prepared = data.prepare(sys.argv[1], sys.argv[2])
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "train": len(prepared.train), "test": len(prepared.test)}))
+"""
+
+# The published main.py's preparation, restated: pickle load, trim, split_data (with its camera
+# array), normalation; arrays as the published code makes them.
+PUBLISHED = """
+import json, resource, sys, time
+import numpy as np
+from iivformer import cameras, skeleton
+start = time.perf_counter()
+positions_3d = np.load(sys.argv[1], allow_pickle=True)["positions_3d"].item()  # our own synthetic file
+keypoints = np.load(sys.argv[2], allow_pickle=True)["positions_2d"].item()
+for subject in positions_3d:
+    for action, poses in positions_3d[subject].items():
+        positions_3d[subject][action] = poses[:, list(skeleton.KEPT_32_TO_17)]
+        keypoints[subject][action] = [k[: len(poses)] for k in keypoints[subject][action]]
+def split_data(subjects):
+    xs, ys, cams = [], [], []
+    for subject in subjects:
+        camera_row = []
+        for camera in cameras.cameras_for(subject):
+            camera_row += list(camera.orientation) + list(camera.translation / 1000) + [camera.res_w, camera.res_h]
+            camera_row += list(camera.focal_length) + list(camera.center) + list(camera.radial_distortion)
+            camera_row += list(camera.tangential_distortion)
+        for action, poses in positions_3d[subject].items():
+            ys.append(poses)
+            xs.append(np.concatenate(keypoints[subject][action], axis=2))
+            cams.append(np.array([camera_row for _ in range(len(poses))]))
+    x, y, cam = np.concatenate(xs), np.concatenate(ys), np.concatenate(cams)
+    cam = np.expand_dims(cam, axis=1).repeat(17, axis=1)
+    y = y * 1000
+    y = y - y[:, :1, :]
+    return x, y, cam
+x_train, y_train, cam_train = split_data(skeleton.TRAIN_SUBJECTS)
+x_test, y_test, cam_test = split_data(skeleton.TEST_SUBJECTS)
+mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+x_train = x_train.reshape(-1, 17, 4, 2).transpose(0, 2, 1, 3)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "train": len(x_train), "test": len(x_test), "camera_array_mb": cam_train.nbytes / 2**20}))
+"""
+
+
+def dataset(preset: str) -> tuple:
+    folder = ROOT / "data" / "synthetic" / preset
+    path_3d, path_2d = folder / "data_3d_h36m.npz", folder / "data_2d_h36m_synthetic.npz"
+    if not (path_3d.exists() and path_2d.exists()):
+        from iivformer import synthetic
+
+        print(f"making the '{preset}' synthetic dataset in {folder} ...", flush=True)
+        synthetic.write_dataset(folder, preset=preset, seed=0)
+    return str(path_3d), str(path_2d)
+
+
+def measure(code: str, paths: tuple) -> dict:
+    completed = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="full", choices=["tiny", "small", "full"])
+    parser.add_argument("--skip_published", action="store_true")
+    args = parser.parse_args()
+    paths = dataset(args.preset)
+    ours = measure(OURS, paths)
+    print(f"ours      ({args.preset}): {ours['train']:,} train + {ours['test']:,} test frames, "
+          f"{ours['seconds']:.1f} s, peak {ours['peak_mb']:,.0f} MB")
+    if not args.skip_published:
+        small = dataset("small")
+        published = measure(PUBLISHED, small)
+        ours_small = measure(OURS, small)
+        full_train = ours["train"]
+        print(f"ours      (small): {ours_small['seconds']:.1f} s, peak {ours_small['peak_mb']:,.0f} MB")
+        print(f"published (small): {published['seconds']:.1f} s, peak {published['peak_mb']:,.0f} MB "
+              f"(camera array {published['camera_array_mb']:,.0f} MB for {published['train']:,} frames; "
+              f"{full_train * 17 * 72 * 8 / 2**30:.1f} GB at the {full_train:,} training samples of '{args.preset}')")
+
+
+if __name__ == "__main__":
+    main()
