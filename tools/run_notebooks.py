@@ -1,0 +1,105 @@
+"""Run every notebook in notebooks/ in order, headless, and keep the executed copies.
+
+    python tools/run_notebooks.py [--profile ci|default|paper] [--timeout SECONDS] [NOTEBOOK ...]
+
+Each notebook runs on a fresh kernel with notebooks/ as its working folder and the chosen
+profile in IIVFORMER_PROFILE; the executed copy (outputs included) goes to outputs/notebooks/.
+A failure stops the run with one line naming the notebook and the cell, and a non-zero status.
+A cell that does not answer within --timeout seconds (1800; no limit for the paper profile) gets
+its notebook run again once on a fresh kernel (--retries): rare lost kernel messages look like that.
+"""
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _one_line(error) -> str:
+    """'ValueError: its first line' for a cell error, else the error's first non-empty line."""
+    name, value = getattr(error, "ename", ""), getattr(error, "evalue", "")
+    text = f"{name}: {value}" if name else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _failed_cell(notebook) -> str:
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code_cells, 1):
+        if any(output.get("output_type") == "error" for output in cell.get("outputs", [])):
+            return f"code cell {number}"
+    return "a cell"
+
+
+def run_one(path: Path, out_dir: Path, timeout) -> tuple:
+    """Execute one notebook on a fresh kernel and write the executed copy.
+    Returns (reason it failed or "", whether a cell timed out)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
+
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
+    failure, timed_out = "", False
+    try:
+        client.execute()
+    except CellTimeoutError:
+        failure, timed_out = f"no answer within {timeout} s", True
+    except Exception as error:  # noqa: BLE001 - cell errors, a dead kernel, nbclient's own errors
+        failure = _one_line(error)
+    finally:
+        nbformat.write(notebook, out_dir / path.name)
+    return (f"{_failed_cell(notebook)}: {failure}" if failure else ""), timed_out
+
+
+def run(paths, out_dir: Path, timeout, retries: int = 1) -> int:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        for attempt in range(retries + 1):
+            started = time.perf_counter()
+            print(f"{path.name}: running ...", flush=True)
+            failure, timed_out = run_one(path, out_dir, timeout)
+            if not timed_out or attempt == retries:
+                break
+            # a cell that never answers is usually a lost kernel message (not our code): try a fresh kernel
+            print(f"{path.name}: {failure}; running it again on a fresh kernel", file=sys.stderr, flush=True)
+        if failure:
+            print(f"error: {path.name}, {failure} (executed copy: {out_dir / path.name})", file=sys.stderr)
+            return 1
+        print(f"{path.name}: done in {time.perf_counter() - started:.0f} s -> {out_dir / path.name}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="execute the notebooks headlessly, in order")
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
+    parser.add_argument("--profile", help="IIVFORMER_PROFILE for the kernels (default: as set, else 'default')")
+    parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default: 1800, none for the paper "
+                                                     "profile, whose training cell runs for hours)")
+    parser.add_argument("--retries", type=int, default=1, help="runs again of a notebook whose cell timed out")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "notebooks"), help="folder for executed copies")
+    args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["IIVFORMER_PROFILE"] = args.profile
+    os.environ.setdefault("IIVFORMER_ROOT", str(ROOT))
+    paths = [Path(p).resolve() for p in args.notebooks] or sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"error: notebook not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    profile = os.environ.get("IIVFORMER_PROFILE", "default")
+    print(f"running {len(paths)} notebooks with IIVFORMER_PROFILE={profile}", flush=True)
+    started = time.perf_counter()
+    timeout = args.timeout if args.timeout else (None if profile == "paper" else 1800)
+    status = run(paths, Path(args.out), timeout, args.retries)
+    if status == 0:
+        print(f"all {len(paths)} notebooks ran in {time.perf_counter() - started:.0f} s", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
