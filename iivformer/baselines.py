@@ -43,3 +43,13 @@ def triangulation(split: Split, normalization: Normalization) -> np.ndarray:
         points = triangulate_rays(origins, directions)  # (n, J, 3) world mm
         predictions[rows] = points - points[:, :1]
     return predictions
+
+
+def evaluate_baselines(prepared) -> dict:
+    """{name: Evaluation} of the baselines on the test split (the mean pose needs training frames)."""
+    from iivformer.evaluate import evaluate_predictions
+
+    results = {"triangulation": evaluate_predictions(triangulation(prepared.test, prepared.normalization), prepared.test)}
+    if len(prepared.train):
+        results["mean pose"] = evaluate_predictions(mean_pose(prepared.train, prepared.test), prepared.test)
+    return results

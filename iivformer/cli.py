@@ -1,6 +1,6 @@
 """The `iivformer` command: a thin layer over the same functions the notebooks call.
 
-    iivformer synth    --out data/synthetic --preset tiny|small|full --seed 0 [--detector_noise PX]
+    iivformer synth    --out data/synthetic/small --preset tiny|small|full --seed 0 [--detector_noise PX]
     iivformer check    --data_3d F --data_2d F
     iivformer train    --data_3d F --data_2d F --batch_size 1024 --epochs 100 --lr 0.0004 --seed 42 ...
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
@@ -59,7 +59,7 @@ def _archives(args) -> tuple:
     found = data.find_archives("data")
     if found is None:
         raise IIVFormerError("no archives in data/: link the Human3.6M archives there (see data/README.md) "
-                             "or make the synthetic default with `iivformer synth --out data/synthetic`")
+                             "or make the synthetic default with `iivformer synth`")
     print(f"using the {found[2]} archives {found[0]} and {found[1]}", file=sys.stderr)
     return found[0], found[1]
 
@@ -73,7 +73,8 @@ def cmd_synth(args):
     from iivformer import data, synthetic
 
     options = {} if args.detector_noise is None else {"detector_noise": args.detector_noise}
-    path_3d, path_2d = synthetic.write_dataset(args.out, preset=args.preset, seed=args.seed, **options)
+    out = args.out or Path("data") / data.SYNTHETIC_FOLDER / args.preset
+    path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, seed=args.seed, **options)
     print(f"wrote {path_3d}\nwrote {path_2d}")
     print(describe(data.load_archives(path_3d, path_2d)))
 
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     synth = commands.add_parser("synth", help="make the synthetic Human3.6M-format dataset")
-    synth.add_argument("--out", default="data/synthetic", help="output folder (default: data/synthetic)")
+    synth.add_argument("--out", help="output folder (default: data/synthetic/<preset>)")
     synth.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--detector_noise", type=_non_negative_float, default=None,

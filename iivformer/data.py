@@ -445,8 +445,8 @@ def find_archives(folder="data") -> tuple:
     """The archives to use from `folder`: (path_3d, path_2d, "Human3.6M" or "synthetic"), or None.
 
     Real Human3.6M archives linked into `folder` win (the CPN detections the published model was
-    trained on first, then any other detector); otherwise the synthetic default in
-    `folder/synthetic` when it has been made.
+    trained on first, then any other detector); otherwise a synthetic set made in
+    `folder/synthetic/<preset>` (small, then full, then tiny).
     """
     folder = Path(folder)
     path_3d = folder / "data_3d_h36m.npz"
@@ -455,9 +455,9 @@ def find_archives(folder="data") -> tuple:
         others = sorted(p for p in folder.glob("data_2d_h36m_*.npz") if "synthetic" not in p.name)
         if preferred.exists() or others:
             return path_3d, preferred if preferred.exists() else others[0], "Human3.6M"
-    synthetic = folder / SYNTHETIC_FOLDER
-    if (synthetic / "data_3d_h36m.npz").exists() and (synthetic / "data_2d_h36m_synthetic.npz").exists():
-        return synthetic / "data_3d_h36m.npz", synthetic / "data_2d_h36m_synthetic.npz", "synthetic"
+    for synthetic in [folder / SYNTHETIC_FOLDER / preset for preset in ("small", "full", "tiny")]:
+        if (synthetic / "data_3d_h36m.npz").exists() and (synthetic / "data_2d_h36m_synthetic.npz").exists():
+            return synthetic / "data_3d_h36m.npz", synthetic / "data_2d_h36m_synthetic.npz", "synthetic"
     return None
 
 

@@ -85,7 +85,11 @@ class Evaluation:
 
 def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096) -> Evaluation:
     """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame."""
-    predictions = predict(model, split.inputs, device, batch_size)
+    return evaluate_predictions(predict(model, split.inputs, device, batch_size), split)
+
+
+def evaluate_predictions(predictions: np.ndarray, split: Split) -> Evaluation:
+    """Per-joint P1 and P2 errors of predictions (N, J, 3) mm for the frames of a split."""
     targets = split.targets[:, 0]
     errors = {
         "p1": metrics.per_joint_errors(predictions, targets),

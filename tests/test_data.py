@@ -168,8 +168,8 @@ def test_missing_key_is_named(tmp_path):
 
 def test_find_archives_prefers_real_data(tmp_path):
     assert data.find_archives(tmp_path) is None
-    synthetic = tmp_path / "synthetic"
-    synthetic.mkdir()
+    synthetic = tmp_path / "synthetic" / "tiny"
+    synthetic.mkdir(parents=True)
     factory.write(synthetic, *factory.positions(), name_2d="data_2d_h36m_synthetic.npz")
     assert data.find_archives(tmp_path)[2] == "synthetic"
     factory.write(tmp_path, *factory.positions(), name_2d="data_2d_h36m_cpn_ft_h36m_dbb.npz")
