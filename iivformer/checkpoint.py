@@ -25,17 +25,13 @@ from pathlib import Path
 import torch
 
 from iivformer.data import atomic_write
-from iivformer.errors import CheckpointError
+from iivformer.errors import CheckpointError, one_line
 from iivformer.model import IIVFormer, ModelConfig
 
 FORMAT = "iivformer-checkpoint"
 VERSION = 1
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 _SHAPE_FIELDS = ("num_view", "num_joints", "in_chans", "embed_dim_ratio", "depth", "mlp_ratio", "qkv_bias")
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def _names(keys, limit=6) -> str:
@@ -111,7 +107,7 @@ def _torch_load(path: Path, map_location):
             text = f"not a readable pickle: {operand.group(0).lower()}" if operand else "not a readable pickle"
             raise CheckpointError(f"{path}: truncated or damaged ({text})") from None
         raise CheckpointError(f"{path}: truncated or damaged ({type(error).__name__}: "
-                              f"{_one_line(text)[:200]})") from None
+                              f"{one_line(text)[:200]})") from None
 
 
 def _first_global(path: Path):
@@ -166,7 +162,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         ModelConfig.from_dict(value["model_config"])
     except (CheckpointError, TypeError) as error:
-        raise CheckpointError(f"{path}: {_one_line(error)}") from None
+        raise CheckpointError(f"{path}: {one_line(error)}") from None
     return value
 
 
@@ -227,7 +223,7 @@ def build_model(checkpoint: dict, which="best", config: ModelConfig = None, sour
         model = IIVFormer.from_config(requested)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{source}: {_one_line(error)[:300]}") from None
+        raise CheckpointError(f"{source}: {one_line(error)[:300]}") from None
     return model
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from iivformer import skeleton
-from iivformer.errors import DataError
+from iivformer.errors import DataError, one_line
 
 # ---------------------------------------------------------------------------------------------
 # Safe reading of .npz archives
@@ -45,10 +45,6 @@ class _PlainDataUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load the pickled object {module}.{name}")
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
@@ -96,12 +92,12 @@ def read_npz(path) -> dict:
     except zipfile.BadZipFile:
         raise DataError(f"{path}: not an .npz archive (not a zip file, or truncated)") from None
     except pickle.UnpicklingError as error:
-        raise DataError(f"{path}: {_one_line(error)}; only plain arrays, dicts, lists, strings and "
+        raise DataError(f"{path}: {one_line(error)}; only plain arrays, dicts, lists, strings and "
                         "numbers are accepted") from None
     except (MemoryError, RecursionError) as error:
         raise DataError(f"{path}: damaged archive ({type(error).__name__})") from None
     except Exception as error:  # zlib, EOF, header and shape errors of a damaged file
-        raise DataError(f"{path}: damaged archive ({type(error).__name__}: {_one_line(error)})") from None
+        raise DataError(f"{path}: damaged archive ({type(error).__name__}: {one_line(error)})") from None
     if not contents:
         raise DataError(f"{path}: the archive holds no arrays")
     return contents

@@ -16,3 +16,8 @@ class DataError(IIVFormerError):
 
 class CheckpointError(IIVFormerError):
     """A checkpoint that cannot be loaded or does not fit the model."""
+
+
+def one_line(text) -> str:
+    """Fold any whitespace (newlines from a library's message included) into single spaces."""
+    return " ".join(str(text).split())

@@ -16,13 +16,7 @@ SMALL = ModelConfig(embed_dim_ratio=16, depth=2, num_heads=4)
 SHAPE_FIELDS = ("num_view", "num_joints", "in_chans", "embed_dim_ratio", "depth", "mlp_ratio", "qkv_bias")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on a shared machine: one thread is fastest and avoids OpenMP spin-waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_checkpoint(seed=0) -> dict:

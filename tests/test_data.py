@@ -78,20 +78,21 @@ def test_a_pickle_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()
 
 
-def _break_2d(mutate):
+def _broken(which, mutate):
+    """A builder of an archive pair whose 3D (which=0) or 2D (which=1) dictionary is mutated."""
     def build(tmp_path):
-        positions_3d, positions_2d = factory.positions()
-        mutate(positions_2d)
-        return factory.write(tmp_path, positions_3d, positions_2d)
+        trees = factory.positions()
+        mutate(trees[which])
+        return factory.write(tmp_path, *trees)
     return build
 
 
 def _break_3d(mutate):
-    def build(tmp_path):
-        positions_3d, positions_2d = factory.positions()
-        mutate(positions_3d)
-        return factory.write(tmp_path, positions_3d, positions_2d)
-    return build
+    return _broken(0, mutate)
+
+
+def _break_2d(mutate):
+    return _broken(1, mutate)
 
 
 def _set(path, value):

@@ -41,13 +41,7 @@ def subset(prepared, train_size, test_size, val_size=0, seed=0) -> data.Prepared
         val_subjects=("S8",) if val_size else ())
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one thread is fastest and avoids OpenMP spin-waiting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
