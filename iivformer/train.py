@@ -244,6 +244,9 @@ def _train_epoch(model, optimizer, inputs, targets, config, epoch, progress):
     return running, None
 
 
+TIMING_FIELDS = ("seconds", "samples_per_second")
+
+
 def _checkpoint(config, prepared, model, optimizer, epoch, best_state, best_epoch, best_metric, history) -> dict:
     return {
         "format": checkpoints.FORMAT, "version": checkpoints.VERSION,
@@ -253,7 +256,9 @@ def _checkpoint(config, prepared, model, optimizer, epoch, best_state, best_epoc
         "last": {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": _rng_state()},
         "normalization": prepared.normalization.to_dict(),
-        "history": history, "train_config": config.to_dict(), "seed": config.seed, "versions": _versions(),
+        # metrics only: wall-clock timings (in the log) would make equal runs' checkpoints differ
+        "history": [{k: v for k, v in record.items() if k not in TIMING_FIELDS} for record in history],
+        "train_config": config.to_dict(), "seed": config.seed, "versions": _versions(),
     }
 
 

@@ -71,3 +71,15 @@ def test_format_table_lists_actions_and_the_mean():
     lines = evaluate.format_table(results).splitlines()
     assert lines[0].split() == ["action", "P1", "(mm)", "P2", "(mm)"]
     assert lines[-1].split() == ["mean", "15.00", "6.00"]
+
+
+@pytest.mark.parametrize("subjects, message", [
+    ('["S99"]', "subject S99 is missing"),
+    ('["S1"]', "training and test subjects overlap: S1"),
+])
+def test_unknown_or_training_subjects_are_refused(published_weights, subjects, message):
+    completed = subprocess.run(
+        [sys.executable, "-m", "iivformer", "evaluate", "--data_3d", DATA[0], "--data_2d", DATA[1],
+         "--subjects", subjects, "--model_path", str(published_weights)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode != 0 and "Traceback" not in completed.stderr
+    assert completed.stderr.count("\n") == 1 and message in completed.stderr

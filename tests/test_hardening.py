@@ -42,16 +42,10 @@ def two_runs(tiny, tmp_path_factory):
     return folders
 
 
-def test_same_seed_gives_identical_weights_and_results(two_runs):
-    first, second = (load_checkpoint(folder / "model.pth") for folder in two_runs)
-    for key in ("best_state_dict",):
-        for name, tensor in first[key].items():
-            assert torch.equal(tensor, second[key][name]), name
-    for name, tensor in first["last"]["state_dict"].items():
-        assert torch.equal(tensor, second["last"]["state_dict"][name]), name
-    metrics = [[{k: v for k, v in record.items() if k not in ("seconds", "samples_per_second")}
-                for record in checkpoint["history"]] for checkpoint in (first, second)]
-    assert metrics[0] == metrics[1]
+def test_same_seed_gives_identical_checkpoints_and_results(two_runs):
+    first, second = (folder / "model.pth" for folder in two_runs)
+    assert first.read_bytes() == second.read_bytes()
+    assert len(load_checkpoint(first)["history"]) == 2
     assert (two_runs[0] / "results.json").read_bytes() == (two_runs[1] / "results.json").read_bytes()
 
 

@@ -362,3 +362,16 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint(tmp_path):
     assert saved["last"]["epoch"] == 2 and len(saved["history"]) == 2
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert len(leftovers) == 1  # the half-written temporary, never renamed over the checkpoint
+
+
+def test_a_small_model_learns_the_tiny_synthetic_set(tmp_path):
+    """A few CPU epochs on the tiny synthetic set end far below the mean-pose baseline."""
+    from iivformer import baselines, metrics, synthetic
+
+    prepared = data.prepare(*synthetic.write_dataset(tmp_path / "tiny", preset="tiny", seed=0, progress=False))
+    baseline = metrics.mpjpe(baselines.mean_pose(prepared.train, prepared.test), prepared.test.targets[:, 0])
+    config = TrainConfig(epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
+                         model=ModelConfig(embed_dim_ratio=16, depth=2, num_heads=4))
+    history = train.train(config, prepared, tmp_path / "m.pth", tmp_path / "m.log", progress=False)
+    best = min(record["test_mpjpe"] for record in history)
+    assert best < 0.5 * baseline, (best, baseline)
