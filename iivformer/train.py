@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import random
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -203,7 +202,6 @@ def train(config: TrainConfig, prepared, checkpoint_path="cpn.pth", log_path="cp
         else:
             message = f"interrupted during epoch {epoch}; no epoch was completed, so nothing is saved"
         log.info(message)
-        print(message, file=sys.stderr)
         raise TrainingInterrupted(message) from None
     except IIVFormerError as error:
         log.info(f"error: {error}")
