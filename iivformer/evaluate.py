@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from iivformer import data, metrics, skeleton
 from iivformer.checkpoint import build_model, load_checkpoint
@@ -24,7 +25,8 @@ def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size
     """3D poses (N, J, 3) in millimetres for normalised 2D inputs (N, V, J, 2)."""
     model = model.to(device).eval()
     outputs = []
-    for start in range(0, len(inputs), batch_size):
+    starts = range(0, len(inputs), batch_size)
+    for start in tqdm(starts, desc="predicting", unit="batch", leave=False, disable=len(starts) < 8):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
         outputs.append(model(batch)[:, 0].float().cpu())
     if not outputs:
