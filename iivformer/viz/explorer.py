@@ -6,15 +6,28 @@ The state lives in plain attributes and :meth:`Explorer.select` changes it, so e
 drawing in the browser can be tested without a kernel. Matplotlib views and attention maps are
 only drawn once the widget is shown.
 """
+import io
+
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
-from IPython.display import clear_output, display
+from IPython.display import Image, clear_output, display
+from matplotlib.figure import Figure
 
 from iivformer import cameras as camera_module
 from iivformer import skeleton
 from iivformer.errors import IIVFormerError
 from iivformer.viz import figures, viewer
+
+
+def _displayable(figure):
+    """A matplotlib figure as a PNG image (shown whatever the notebook's matplotlib backend);
+    anything else (plotly figures) as it is."""
+    if isinstance(figure, Figure):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        return Image(data=buffer.getvalue(), format="png")
+    return figure
 
 
 def _figure_widget(fig: go.Figure):
@@ -140,7 +153,7 @@ class Explorer:
             for output, make in outputs:
                 with output:
                     clear_output(wait=True)
-                    display(make())
+                    display(_displayable(make()))
 
     # ------------------------------------------------------------------------------- widgets
     def _build_controls(self) -> None:
