@@ -76,30 +76,14 @@ def cmd_synth(args):
     out = args.out or Path("data") / data.SYNTHETIC_FOLDER / args.preset
     path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, seed=args.seed, **options)
     print(f"wrote {path_3d}\nwrote {path_2d}")
-    print(describe(data.load_archives(path_3d, path_2d)))
-
-
-def describe(archives) -> str:
-    """A short summary of a pair of archives: subjects, actions, frames and cameras."""
-    summary = archives.summary()
-    actions = sorted({a for per_subject in summary.values() for a in per_subject})
-    lines = [f"3D: {archives.path_3d}", f"2D: {archives.path_2d}",
-             f"{len(summary)} subjects, {len(actions)} actions, {skeleton.NUM_VIEWS} cameras",
-             f"{'subject':8}{'recordings':>11}{'frames':>10}"]
-    total = 0
-    for subject, per_action in summary.items():
-        frames = sum(per_action.values())
-        total += frames
-        lines.append(f"{subject:8}{len(archives.keys(subject)):11}{frames:10}")
-    lines.append(f"{'total':8}{'':11}{total:10}")
-    return "\n".join(lines)
+    print(data.load_archives(path_3d, path_2d).describe())
 
 
 def cmd_check(args):
     from iivformer import data
 
     path_3d, path_2d = _archives(args)
-    print(describe(data.load_archives(path_3d, path_2d)))
+    print(data.load_archives(path_3d, path_2d).describe())
     print("ok")
 
 

@@ -233,6 +233,18 @@ class Archives:
                 per_action[action] = per_action.get(action, 0) + len(positions)
         return table
 
+    def describe(self) -> str:
+        """A short summary: subjects, actions, cameras, and recordings and frames per subject."""
+        summary = self.summary()
+        actions = sorted({a for per_subject in summary.values() for a in per_subject})
+        lines = [f"3D: {self.path_3d}", f"2D: {self.path_2d}",
+                 f"{len(summary)} subjects, {len(actions)} actions, {skeleton.NUM_VIEWS} cameras",
+                 f"{'subject':8}{'recordings':>11}{'frames':>10}"]
+        for subject, per_action in summary.items():
+            lines.append(f"{subject:8}{len(self.keys(subject)):11}{sum(per_action.values()):10}")
+        lines.append(f"{'total':8}{'':11}{sum(sum(a.values()) for a in summary.values()):10}")
+        return "\n".join(lines)
+
 
 def load_archives(data_3d, data_2d, subjects=None) -> Archives:
     """Load and cross-check a 3D and a 2D archive (only `subjects`, or every 3D subject).

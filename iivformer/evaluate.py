@@ -116,21 +116,27 @@ def parse_subjects(text: str) -> list:
     return subjects
 
 
-def evaluate_checkpoint(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
-                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto") -> Evaluation:
-    """Evaluate a checkpoint (the project's, or a plain state dict such as the published cpn.pth)
-    on the frames of `subjects`. A plain state dict carries no normalisation statistics: they are
-    recomputed from `train_subjects`, as the published evaluation does."""
-    from iivformer.train import resolve_device
-
-    device = resolve_device(device)
+def load_for_evaluation(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
+                        train_subjects=skeleton.TRAIN_SUBJECTS, keep_archives=False) -> tuple:
+    """(checkpoint, model, prepared) ready to evaluate `subjects` (prepared.test). The project's
+    checkpoints carry their normalisation statistics; a plain state dict such as the published
+    cpn.pth does not, so they are recomputed from `train_subjects`, as the published evaluation does."""
     checkpoint = load_checkpoint(model_path)
-    model = build_model(checkpoint)
+    model = build_model(checkpoint, source=str(model_path))
     stored = checkpoint.get("normalization")
     normalization = Normalization.from_dict(stored) if stored else None
     prepared = data.prepare(data_3d, data_2d, train_subjects=() if normalization else train_subjects,
-                            test_subjects=subjects, normalization=normalization)
-    return evaluate_split(model, prepared.test, device)
+                            test_subjects=subjects, normalization=normalization, keep_archives=keep_archives)
+    return checkpoint, model, prepared
+
+
+def evaluate_checkpoint(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
+                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto") -> Evaluation:
+    """Evaluate a checkpoint (the project's, or a plain state dict) on the frames of `subjects`."""
+    from iivformer.train import resolve_device
+
+    _, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects)
+    return evaluate_split(model, prepared.test, resolve_device(device))
 
 
 def format_table(results: dict) -> str:

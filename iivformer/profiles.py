@@ -143,11 +143,8 @@ def require_checkpoint(profile: Profile) -> Path:
 def evaluate_trained(profile: Profile, path_3d, path_2d, device="cpu") -> tuple:
     """(checkpoint, model, prepared test data, Evaluation) of the profile's trained model on the
     test subjects, normalised with the statistics stored in the checkpoint."""
-    from iivformer.checkpoint import build_model, load_checkpoint
-    from iivformer.evaluate import evaluate_split
+    from iivformer.evaluate import evaluate_split, load_for_evaluation
 
-    checkpoint = load_checkpoint(require_checkpoint(profile))
-    model = build_model(checkpoint, source=str(profile.checkpoint_path))
-    normalization = data.Normalization.from_dict(checkpoint["normalization"])
-    prepared = data.prepare(path_3d, path_2d, train_subjects=(), normalization=normalization, keep_archives=True)
+    checkpoint, model, prepared = load_for_evaluation(require_checkpoint(profile), path_3d, path_2d,
+                                                      keep_archives=True)
     return checkpoint, model, prepared, evaluate_split(model, prepared.test, device)

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from iivformer import checkpoint as checkpoints
 from iivformer.errors import IIVFormerError
+from iivformer.metrics import mpjpe  # the training loss (MPJPE, mm)
 from iivformer.model import IIVFormer, ModelConfig
 
 SELECT_ON = ("test", "val")
@@ -111,11 +112,6 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-def mpjpe(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean per-joint position error (the training loss), in the targets' unit (mm)."""
-    return torch.linalg.vector_norm(pred - target, dim=-1).mean()
 
 
 @torch.no_grad()

@@ -194,3 +194,11 @@ def test_explorer_select_updates_the_figure(evaluation, prepared, model):
     assert explorer.views_figure().axes[0].get_xlabel() == "x (px)"
     with pytest.raises(IIVFormerError):
         explorer.select("S9", "Eating", 0)
+
+
+def test_comparison_table_lists_each_method_with_its_means(evaluation):
+    table = figures.comparison_table({"model": evaluation, "copy": evaluation})
+    lines = table.strip().splitlines()
+    assert lines[0] == "| Method | P1 (mm) | P2 (mm) |" and len(lines) == 4
+    expected = f"| model | {evaluation.per_action('p1')['mean']:.1f} | {evaluation.per_action('p2')['mean']:.1f} |"
+    assert lines[2] == expected

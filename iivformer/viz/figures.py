@@ -326,6 +326,16 @@ def results_table(results: dict, fmt: str = "latex", decimals: int = 1) -> str:
                       *body[:-1], r"\midrule", body[-1], r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
+def comparison_table(evaluations: dict, protocols=("p1", "p2"), decimals: int = 1) -> str:
+    """A Markdown table of methods {name: Evaluation} and their mean-over-actions errors (mm)."""
+    lines = ["| Method | " + " | ".join(f"{p.upper()} (mm)" for p in protocols) + " |",
+             "|---" + "|---:" * len(protocols) + "|"]
+    for name, evaluation in evaluations.items():
+        means = [f"{evaluation.per_action(p)['mean']:.{decimals}f}" for p in protocols]
+        lines.append(f"| {name} | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(results: dict, folder, stem: str = "results_per_action") -> list:
     """Write <stem>.tex and <stem>.md to `folder`; returns the two paths."""
     folder = Path(folder)
