@@ -1,13 +1,15 @@
-"""The one error type the workbench raises for bad input (files, flags, checkpoints).
+"""Every error type the workbench raises for bad input, and the exit status each one ends with.
 
-Its message is a single line meant for a person: it names the file (and where useful the
-subject, action and camera) and says what is wrong. The command line prints it as
-``error: <message>`` and exits non-zero, without a traceback.
+A message is a single line meant for a person: it names the file (and where useful the subject,
+action and camera) and says what is wrong. The command line prints it as ``error: <message>``
+and exits with the error's ``exit_status``, without a traceback.
 """
 
 
 class IIVFormerError(Exception):
     """A problem with the user's input that the user can fix; ``str(error)`` is one line."""
+
+    exit_status = 1
 
 
 class DataError(IIVFormerError):
@@ -16,6 +18,12 @@ class DataError(IIVFormerError):
 
 class CheckpointError(IIVFormerError):
     """A checkpoint that cannot be loaded or does not fit the model."""
+
+
+class TrainingInterrupted(IIVFormerError):
+    """Ctrl-C during training; the message says which epoch is saved and how to continue."""
+
+    exit_status = 130  # 128 + SIGINT, as a shell reports an interrupted command
 
 
 def one_line(text) -> str:

@@ -25,10 +25,24 @@ JOINT_NAMES: tuple = tuple(_FACTS["names_17"])
 LEFT_JOINTS: tuple = tuple(_FACTS["keypoints_symmetry_17"][0])
 RIGHT_JOINTS: tuple = tuple(_FACTS["keypoints_symmetry_17"][1])
 KEYPOINTS_SYMMETRY: list = [list(LEFT_JOINTS), list(RIGHT_JOINTS)]
-ROOT_JOINT: int = _FACTS["root_joint"]
 FPS: int = _FACTS["fps"]
 NUM_JOINTS: int = len(JOINT_NAMES)
 NUM_VIEWS: int = 4
+
+# Names of the 32 motion-capture joints in index order. The 17 kept joints carry their 17-joint names
+# (so JOINT_INDEX_32[name] == KEPT_32_TO_17[JOINT_INDEX[name]]); RFoot and LFoot are the ankles, and a
+# "Site" is the end point of a chain (the tip of the toes, of the thumb, of the hand).
+JOINT_NAMES_32: tuple = (
+    "Hip",
+    "RHip", "RKnee", "RFoot", "RToeBase", "RToeSite",
+    "LHip", "LKnee", "LFoot", "LToeBase", "LToeSite",
+    "SpineBase", "Spine", "Thorax", "Nose", "Head",
+    "LShoulderAnchor", "LShoulder", "LElbow", "LWrist", "LThumb", "LThumbSite", "LWristEnd", "LWristEndSite",
+    "RShoulderAnchor", "RShoulder", "RElbow", "RWrist", "RThumb", "RThumbSite", "RWristEnd", "RWristEndSite",
+)
+NUM_JOINTS_32: int = len(PARENTS_32)
+JOINT_INDEX_32: dict = {name: index for index, name in enumerate(JOINT_NAMES_32)}  # "RKnee" -> 2
+JOINT_INDEX: dict = {name: index for index, name in enumerate(JOINT_NAMES)}  # 17 joints: "RKnee" -> 2
 
 TRAIN_SUBJECTS: tuple = tuple(_FACTS["subjects"]["train"])
 TEST_SUBJECTS: tuple = tuple(_FACTS["subjects"]["test"])

@@ -36,16 +36,16 @@ def takes(recordings, action):
             for key, positions in per_subject.items() if skeleton.action_of(key) == action]
 
 
-def test_presets_and_take_lengths():
+def test_presets_and_recording_lengths():
     assert {"tiny", "small", "full"} <= set(synthetic.PRESETS)
     with pytest.raises(Exception):
         synthetic.PRESETS["tiny"].min_frames = 1  # frozen
-    full = synthetic._take_lengths(synthetic.PRESETS["full"], 0)
+    full = synthetic._recording_lengths(synthetic.PRESETS["full"], 0)
     train = sum(n for (subject, _), n in full.items() if subject in skeleton.TRAIN_SUBJECTS)
     test = sum(n for (subject, _), n in full.items() if subject in skeleton.TEST_SUBJECTS)
     assert (train * 4, test * 4) == (1_559_752, 543_344)  # Human3.6M's frames over its 4 cameras
     assert 1000 <= min(full.values()) and max(full.values()) <= 6000 and np.std(list(full.values())) > 500
-    small = synthetic._take_lengths(synthetic.PRESETS["small"], 0)
+    small = synthetic._recording_lengths(synthetic.PRESETS["small"], 0)
     assert 80_000 < sum(small.values()) < 130_000
 
 
