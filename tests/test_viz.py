@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from iivformer import skeleton
-from iivformer.data import Normalization, Split
+from iivformer import skeleton, tables
+from iivformer.prepare import Normalization, Split
 from iivformer.errors import IIVFormerError
-from iivformer.evaluate import PUBLISHED_MM, Evaluation
+from iivformer.evaluate import Evaluation
+from iivformer.provenance import PUBLISHED_MM
 from iivformer.model import IIVFormer, ModelConfig
 from iivformer.viz import figures, viewer
 from iivformer.viz.explorer import Explorer
@@ -21,9 +22,9 @@ def split():
     count = len(RECORDINGS) * FRAMES
     inputs = rng.normal(size=(count, 4, 17, 2)).astype(np.float32)
     targets = rng.normal(0, 300, (count, 1, 17, 3)).astype(np.float32)
-    recording_index = np.repeat(np.arange(len(RECORDINGS)), FRAMES).astype(np.int32)
+    source_index = np.repeat(np.arange(len(RECORDINGS)), FRAMES).astype(np.int32)
     frame_index = np.tile(np.arange(FRAMES), len(RECORDINGS)).astype(np.int32)
-    return Split(inputs, targets, list(RECORDINGS), recording_index, frame_index)
+    return Split(inputs, targets, list(RECORDINGS), source_index, frame_index)
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,13 @@ def evaluation(split):
     targets = split.targets[:, 0]
     predictions = targets + rng.normal(0, 40, targets.shape).astype(np.float32)
     p1 = np.linalg.norm(predictions - targets, axis=-1)
-    return Evaluation(predictions, targets, {"p1": p1, "p2": p1 * 0.7}, split.subjects, split.keys,
+    return Evaluation(predictions, targets, {"p1": p1, "p2": p1 * 0.7}, split.subjects, split.recordings,
                       split.actions, split.frame_index)
 
 
 @pytest.fixture(scope="module")
 def prepared(split):
-    class Prepared:  # what the explorer reads of data.Prepared
+    class Prepared:  # what the explorer reads of prepare.Prepared
         test = split
         normalization = Normalization(np.full((4, 17, 2), 500, np.float32), np.full((4, 17, 2), 100, np.float32))
     return Prepared()
@@ -47,15 +48,15 @@ def prepared(split):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return IIVFormer.from_config(ModelConfig(embed_dim_ratio=8, depth=2, num_heads=2)).eval()
+    return IIVFormer(ModelConfig(embed_dim_ratio=8, depth=2, num_heads=2)).eval()
 
 
 def test_results_tables_hold_every_action_and_the_mean(evaluation):
     results = evaluation.results()
-    latex = figures.results_table(results, "latex")
+    latex = tables.results_table(results, "latex")
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrr}"):
         assert rule in latex
-    markdown = figures.results_table(results, "markdown")
+    markdown = tables.results_table(results, "markdown")
     assert markdown.splitlines()[0] == "| Action | P1 (mm) | P2 (mm) |"
     for action in evaluation.action_names + ["mean"]:
         name = "Mean" if action == "mean" else action
@@ -64,11 +65,11 @@ def test_results_tables_hold_every_action_and_the_mean(evaluation):
         assert f"| {name} | {cells[0]} | {cells[1]} |" in markdown
     assert latex.index(r"\midrule", latex.index("Walking")) < latex.index("Mean")
     with pytest.raises(ValueError):
-        figures.results_table(results, "html")
+        tables.results_table(results, "html")
 
 
 def test_write_tables(tmp_path, evaluation):
-    paths = figures.write_tables(evaluation.results(), tmp_path / "tables")
+    paths = tables.write_tables(evaluation.results(), tmp_path / "tables")
     assert sorted(p.suffix for p in paths) == [".md", ".tex"]
     assert all(p.stat().st_size > 0 for p in paths)
 
@@ -113,6 +114,37 @@ def test_save_figure_writes_pdf_svg_png(tmp_path, evaluation):
     assert heads[0].startswith(b"%PDF") and b"<svg" in paths[1].read_bytes() and heads[2].startswith(b"\x89PNG")
 
 
+def test_caption_sits_under_the_figure_inside_what_is_saved(tmp_path, evaluation):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    text = "Figure 1: error per action (mm), S9 and S11."
+    with figures.paper_style():
+        fig = figures.plot_per_action(evaluation.results())
+    paths = figures.save_figure(fig, "captioned", tmp_path, caption=text)
+    caption = fig._supxlabel
+    assert caption in fig.get_children() and caption.get_text() == text and caption.get_gid() == figures.CAPTION_ID
+    assert text in paths[1].read_text()  # the SVG keeps its text as text
+    with figures.paper_style():
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        extent, saved = caption.get_window_extent(renderer), fig.get_tightbbox(renderer)
+    assert fig.bbox.contains(extent.x0, extent.y0) and fig.bbox.contains(extent.x1, extent.y1)  # not clipped
+    saved = saved.transformed(fig.dpi_scale_trans)  # inches to pixels
+    assert saved.contains(extent.x0, extent.y0) and saved.contains(extent.x1, extent.y1)  # inside the tight box
+    assert all(extent.y1 <= ax.get_tightbbox(renderer).y0 for ax in fig.axes)  # under the axes and their labels
+    pixels = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(int)
+    rows = slice(int(fig.bbox.height - extent.y1), int(fig.bbox.height - extent.y0))
+    region = pixels[rows, int(extent.x0):int(extent.x1)]
+    assert (np.abs(region - 89).max(axis=-1) < 20).sum() > 20  # drawn, in grey (0.35)
+    figures.add_caption(fig, "a second caption replaces the first")
+    assert fig._supxlabel.get_text() == "a second caption replaces the first"
+    labelled = figures.plot_per_action(evaluation.results())
+    labelled.supxlabel("a label of the figure's own")
+    with pytest.raises(ValueError):
+        figures.add_caption(labelled, text)
+
+
 def test_published_lines_only_when_passed(evaluation):
     def published_labels(fig):
         return [t.get_text() for t in fig.axes[0].get_legend().get_texts() if "published" in t.get_text()]
@@ -150,7 +182,7 @@ def test_sequence_figure_has_frames_and_slider(evaluation):
     assert [frame.name for frame in fig.frames] == ["0", "3", "6", "9"]
     assert len(fig.layout.sliders) == 1 and len(fig.layout.sliders[0].steps) == 4
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["Play", "Pause"]
-    sample = np.flatnonzero((evaluation.keys == "Walking 1") & (evaluation.frame_index == 6))[0]
+    sample = np.flatnonzero((evaluation.recordings == "Walking 1") & (evaluation.frame_index == 6))[0]
     np.testing.assert_allclose(fig.frames[2].data[-1].x, evaluation.predictions[sample][:, 0], rtol=1e-6)
     with pytest.raises(IIVFormerError):
         viewer.sequence_figure(evaluation, "S9", "Walking 1", frames=range(100, 200))
@@ -183,13 +215,13 @@ def test_explorer_select_updates_the_figure(evaluation, prepared, model):
     assert evaluation.subjects[sample] == "S11" and evaluation.frame_index[sample] == 5
     np.testing.assert_allclose(explorer.figure.data[-1].x, evaluation.predictions[sample][:, 0], rtol=1e-6)
     np.testing.assert_allclose(explorer.figure.data[-1].marker.color, evaluation.errors["p1"][sample], rtol=1e-6)
-    assert explorer.slider.value == 5 and explorer.key_menu.value == "Walking"
+    assert explorer.slider.value == 5 and explorer.recording_menu.value == "Walking"
     assert "frame 5" in explorer.info.value
     explorer.slider.value = 7  # moving the slider shows that frame
     assert evaluation.frame_index[explorer.sample] == 7
     worst = explorer.show_worst("Sitting")
     assert worst == evaluation.worst_frames("Sitting", 10)[0] and len(explorer.worst.options) == 10
-    assert explorer.key_menu.value == "Sitting"
+    assert explorer.recording_menu.value == "Sitting"
     assert [np.shape(t.z) for t in explorer.attention_figure().data][-1] == (4, 4)
     assert explorer.views_figure().axes[0].get_xlabel() == "x (px)"
     with pytest.raises(IIVFormerError):
@@ -197,7 +229,7 @@ def test_explorer_select_updates_the_figure(evaluation, prepared, model):
 
 
 def test_comparison_table_lists_each_method_with_its_means(evaluation):
-    table = figures.comparison_table({"model": evaluation, "copy": evaluation})
+    table = tables.comparison_table({"model": evaluation.results(), "copy": evaluation.results()})
     lines = table.strip().splitlines()
     assert lines[0] == "| Method | P1 (mm) | P2 (mm) |" and len(lines) == 4
     expected = f"| model | {evaluation.per_action('p1')['mean']:.1f} | {evaluation.per_action('p2')['mean']:.1f} |"

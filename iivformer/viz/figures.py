@@ -1,8 +1,9 @@
-"""Paper figures and tables with matplotlib, in one consistent style.
+"""Paper figures with matplotlib, in one consistent style (the tables are in iivformer.tables).
 
 Every function builds a :class:`matplotlib.figure.Figure` directly (no pyplot state), so it
 works headless, is shown once when it is a notebook cell's last value, and can be written with
-:func:`save_figure` as PDF, SVG and PNG. Lengths are millimetres, image positions pixels.
+:func:`save_figure` as PDF, SVG and PNG, with a one-line caption under it if asked
+(:func:`add_caption`). Lengths are millimetres, image positions pixels.
 """
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from iivformer import skeleton
+from iivformer.tables import actions_then_mean
 
 PAPER_STYLE = {
     "font.family": "DejaVu Sans", "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
@@ -24,6 +26,7 @@ SIDE_COLOURS = {"left": "#1f77b4", "right": "#d62728", "centre": "#222222"}
 TRUTH_COLOUR = "#b0b0b0"  # ground truth drawn under a prediction
 PROTOCOL_LABELS = {"p1": "Protocol 1 (MPJPE)", "p2": "Protocol 2 (P-MPJPE)"}
 PROTOCOL_COLOURS = {"p1": "#4c72b0", "p2": "#dd8452"}
+CAPTION_ID = "caption"  # the gid of the label add_caption writes
 
 
 def paper_style():
@@ -31,8 +34,28 @@ def paper_style():
     return matplotlib.rc_context(PAPER_STYLE)
 
 
-def save_figure(fig: Figure, stem: str, folder) -> list:
-    """Write `fig` as <folder>/<stem>.pdf, .svg and .png; returns the three paths."""
+def add_caption(fig: Figure, text: str):
+    """Write `text` as one small grey line centred under everything in `fig`; returns the text.
+
+    The caption is the figure's bottom label (``supxlabel``), so constrained layout keeps room
+    for it inside the figure and a tight bounding box includes it (every figure here is made
+    with constrained layout). A second call replaces it; a figure that already has a bottom
+    label of its own is refused (ValueError)."""
+    if "\n" in text:
+        raise ValueError(f"a caption is one line, not {text!r}")
+    existing = fig._supxlabel  # matplotlib has no public getter for the artist
+    if existing is not None and existing.get_gid() != CAPTION_ID:
+        raise ValueError("the figure already has a bottom label (supxlabel); it has no room for a caption")
+    caption = fig.supxlabel(text, fontsize=7, color="0.35")
+    caption.set_gid(CAPTION_ID)
+    return caption
+
+
+def save_figure(fig: Figure, stem: str, folder, caption: str = None) -> list:
+    """Write `fig` as <folder>/<stem>.pdf, .svg and .png, with :func:`add_caption` under it when
+    `caption` is given; returns the three paths."""
+    if caption is not None:
+        add_caption(fig, caption)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{stem}.{suffix}" for suffix in ("pdf", "svg", "png")]
@@ -130,7 +153,7 @@ def plot_predictions(evaluation, samples=None, protocol="p1",
         plot_pose_3d(ax, evaluation.predictions[sample])
         _equal_3d(ax, np.concatenate([evaluation.targets[sample], evaluation.predictions[sample]]))
         error = evaluation.per_frame(protocol)[sample]
-        ax.set_title(f"{name} {evaluation.subjects[sample]} {evaluation.keys[sample]} "
+        ax.set_title(f"{name} {evaluation.subjects[sample]} {evaluation.recordings[sample]} "
                      f"#{evaluation.frame_index[sample]}\n{protocol.upper()} {error:.1f} mm".strip(), fontsize=8)
     fig.suptitle(title)
     return fig
@@ -236,16 +259,11 @@ class LiveCurves:
             self._handle.update(self.figure)
 
 
-def _with_mean_last(results: dict) -> list:
-    first = results[next(iter(results))]
-    return [action for action in first if action != "mean"] + ["mean"]
-
-
 def plot_per_action(results: dict, published: dict = None,
                     title="Error per action on the test subjects") -> Figure:
     """Grouped bars of {"p1": {action: mm, "mean": mm}, "p2": {...}}; `published` ({"p1": mm,
     ...}) adds dashed reference lines, labelled as the paper's figures: pass it only for real data."""
-    actions = _with_mean_last(results)
+    actions = actions_then_mean(results)
     protocols = list(results)
     width = 0.8 / len(protocols)
     fig = Figure(figsize=(max(6, 0.5 * len(actions) + 2), 4), layout="constrained")
@@ -307,40 +325,3 @@ def plot_error_distribution(evaluation, protocols=("p1", "p2"),
     histogram.legend()
     fig.suptitle(title)
     return fig
-
-
-def results_table(results: dict, fmt: str = "latex", decimals: int = 1) -> str:
-    """The per-action results as a booktabs LaTeX tabular or a Markdown table, mean last."""
-    protocols = list(results)
-    header = ["Action"] + [f"{protocol.upper()} (mm)" for protocol in protocols]
-    rows = [[action if action != "mean" else "Mean"] + [f"{results[p][action]:.{decimals}f}" for p in protocols]
-            for action in _with_mean_last(results)]
-    if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(protocols) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
-    if fmt != "latex":
-        raise ValueError(f"fmt must be 'latex' or 'markdown', not {fmt!r}")
-    line = lambda cells: " & ".join(cells) + r" \\"  # noqa: E731
-    body = [line(row) for row in rows]
-    return "\n".join([r"\begin{tabular}{l" + "r" * len(protocols) + "}", r"\toprule", line(header), r"\midrule",
-                      *body[:-1], r"\midrule", body[-1], r"\bottomrule", r"\end{tabular}"]) + "\n"
-
-
-def comparison_table(evaluations: dict, protocols=("p1", "p2"), decimals: int = 1) -> str:
-    """A Markdown table of methods {name: Evaluation} and their mean-over-actions errors (mm)."""
-    lines = ["| Method | " + " | ".join(f"{p.upper()} (mm)" for p in protocols) + " |",
-             "|---" + "|---:" * len(protocols) + "|"]
-    for name, evaluation in evaluations.items():
-        means = [f"{evaluation.per_action(p)['mean']:.{decimals}f}" for p in protocols]
-        lines.append(f"| {name} | " + " | ".join(means) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_tables(results: dict, folder, stem: str = "results_per_action") -> list:
-    """Write <stem>.tex and <stem>.md to `folder`; returns the two paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{stem}.tex", folder / f"{stem}.md"]
-    for path, fmt in zip(paths, ("latex", "markdown")):
-        path.write_text(results_table(results, fmt))
-    return paths
