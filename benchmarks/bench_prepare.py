@@ -12,15 +12,12 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 OURS = """
 import json, resource, sys, time
-from iivformer import data
+from iivformer.prepare import prepare
 start = time.perf_counter()
-prepared = data.prepare(sys.argv[1], sys.argv[2])
+prepared = prepare(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "train": len(prepared.train), "test": len(prepared.test)}))
@@ -68,13 +65,10 @@ print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUS
 
 
 def dataset(preset: str) -> tuple:
-    folder = ROOT / "data" / "synthetic" / preset
-    path_3d, path_2d = folder / "data_3d_h36m.npz", folder / "data_2d_h36m_synthetic.npz"
-    if not (path_3d.exists() and path_2d.exists()):
-        from iivformer import synthetic
+    from iivformer import workbench
 
-        print(f"making the '{preset}' synthetic dataset in {folder} ...", flush=True)
-        synthetic.write_dataset(folder, preset=preset, seed=0)
+    folder = workbench.data_dir() / "synthetic" / preset
+    path_3d, path_2d, _ = workbench.synthetic_dataset(folder, preset, progress=True)
     return str(path_3d), str(path_2d)
 
 

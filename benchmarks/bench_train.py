@@ -15,9 +15,13 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from iivformer import data, synthetic, train
-from iivformer.model import IIVFormer, ModelConfig
-from iivformer.profiles import repository_root
+from iivformer import runtime, train, workbench
+from iivformer.config import ModelConfig, TrainConfig
+from iivformer.metrics import mpjpe
+from iivformer.model import IIVFormer
+from iivformer.prepare import prepare
+
+PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}
 
 
 class PublishedDataset(Dataset):
@@ -38,7 +42,7 @@ def published_epoch(model, optimizer, split, batch_size, device) -> float:
     began, total, count = time.perf_counter(), 0.0, 0
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)
-        loss = train.mpjpe(model(inputs), targets)
+        loss = mpjpe(model(inputs), targets)
         total += loss.item() * len(targets)
         count += len(targets)
         optimizer.zero_grad()
@@ -52,21 +56,20 @@ def published_epoch(model, optimizer, split, batch_size, device) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=8192)
-    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--batch_size", type=int, default=PUBLISHED["batch_size"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--embed_dim_ratio", type=int, default=32)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--num_heads", type=int, default=8)
+    parser.add_argument("--embed_dim_ratio", type=int, default=PUBLISHED["embed_dim_ratio"])
+    parser.add_argument("--depth", type=int, default=PUBLISHED["depth"])
+    parser.add_argument("--num_heads", type=int, default=PUBLISHED["num_heads"])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--repeats", type=int, default=2, help="epochs of each loop, alternating")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = train.resolve_device(args.device)
-    folder = repository_root() / "data" / "synthetic" / "small"
-    if not (folder / "data_3d_h36m.npz").exists():
-        synthetic.write_dataset(folder, preset="small", seed=0)
-    prepared = data.prepare(folder / "data_3d_h36m.npz", folder / "data_2d_h36m_synthetic.npz")
+    device = runtime.resolve_device(args.device)
+    path_3d, path_2d, _ = workbench.synthetic_dataset(workbench.data_dir() / "synthetic" / "small", "small",
+                                                      progress=True)
+    prepared = prepare(path_3d, path_2d)
     prepared.train = prepared.train.subset(slice(0, args.samples))
     prepared.test = prepared.test.subset(slice(0, 1024))
     model_config = ModelConfig(embed_dim_ratio=args.embed_dim_ratio, depth=args.depth, num_heads=args.num_heads)
@@ -80,11 +83,11 @@ def main():
     published, ours = [], []
     for _ in range(args.repeats):  # alternate, so warm-up and machine load fall on both alike
         torch.manual_seed(0)
-        model = IIVFormer.from_config(model_config).to(device)
-        published.append(published_epoch(model, torch.optim.Adam(model.parameters(), lr=4e-4), prepared.train,
+        model = IIVFormer(model_config).to(device)
+        published.append(published_epoch(model, torch.optim.Adam(model.parameters(), lr=PUBLISHED["lr"]), prepared.train,
                                           args.batch_size, device))
         with tempfile.TemporaryDirectory() as folder:
-            config = train.TrainConfig(batch_size=args.batch_size, epochs=1, model=model_config, device=str(device))
+            config = TrainConfig(batch_size=args.batch_size, epochs=1, model=model_config, device=str(device))
             history = train.train(config, prepared, Path(folder) / "bench.pth", Path(folder) / "bench.log",
                                   progress=False)
         ours.append(history[0]["samples_per_second"])

@@ -9,7 +9,7 @@ Both return poses (N, J, 3) in millimetres, root-relative, in the world frame, l
 import numpy as np
 
 from iivformer import cameras
-from iivformer.data import Normalization, Split
+from iivformer.prepare import Normalization, Split
 
 
 def mean_pose(train: Split, test: Split) -> np.ndarray:

@@ -80,11 +80,6 @@ def world_to_camera(points_world: np.ndarray, camera: Camera) -> np.ndarray:
     return (np.asarray(points_world, dtype=np.float64) - camera.translation) @ camera.rotation
 
 
-def camera_to_world(points_camera: np.ndarray, camera: Camera) -> np.ndarray:
-    """World coordinates (..., 3) of camera-frame points (..., 3), both in millimetres."""
-    return np.asarray(points_camera, dtype=np.float64) @ camera.rotation.T + camera.translation
-
-
 def distort(normalized: np.ndarray, camera: Camera) -> np.ndarray:
     """Apply the Human3.6M lens model to ideal normalised image points (..., 2) = (X/Z, Y/Z)."""
     x, y = normalized[..., 0], normalized[..., 1]

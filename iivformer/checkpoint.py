@@ -14,18 +14,20 @@ Only tensors, dicts, lists, tuples, strings, numbers, booleans and None are stor
 never needs to run code from the file. A plain state dict (the published ``cpn.pth``) is accepted
 too and returned as ``{"format": "state_dict", "best_state_dict": ..., "model_config": ...}``.
 """
-import os
 import pickletools
+import random
 import re
 import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from iivformer.data import atomic_write
-from iivformer.errors import CheckpointError, one_line
+from iivformer import runtime
+from iivformer.errors import CheckpointError, IIVFormerError, one_line
+from iivformer.files import atomic_write
 from iivformer.model import IIVFormer, ModelConfig
 
 FORMAT = "iivformer-checkpoint"
@@ -55,25 +57,15 @@ def _check_plain(value, where="checkpoint") -> None:
 
 
 def save_checkpoint(path, checkpoint: dict) -> None:
-    """Write `checkpoint` atomically: a temporary file in the same folder, flushed and fsynced,
-    then renamed over `path`. A crash at any moment leaves either the old or the new file."""
+    """Write `checkpoint` atomically (see :func:`iivformer.files.atomic_write`): a crash at any
+    moment leaves either the old or the new file."""
     _check_plain(checkpoint)
 
     def write(temporary):
         with open(temporary, "wb") as stream:
             torch.save(checkpoint, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
 
     atomic_write(path, write)
-    try:  # make the rename itself durable (POSIX); harmless to skip elsewhere
-        folder = os.open(Path(path).parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    except OSError:
-        pass
 
 
 def _torch_load(path: Path, map_location):
@@ -161,7 +153,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"{path}: the checkpoint's best_state_dict or model_config is damaged")
     try:
         ModelConfig.from_dict(value["model_config"])
-    except (CheckpointError, TypeError) as error:
+    except (IIVFormerError, TypeError) as error:
         raise CheckpointError(f"{path}: {one_line(error)}") from None
     return value
 
@@ -186,10 +178,13 @@ def infer_model_config(state_dict, source="state dict") -> ModelConfig:
         fail("no patch embedding or no MLP in block 0")
     in_chans, mlp_ratio = embedding.shape[1], fc1.shape[0] / width
     heads = next(h for h in (8, 4, 2, 1) if width % h == 0)
-    config = ModelConfig(num_view=views, num_joints=joints, in_chans=in_chans, embed_dim_ratio=width,
-                         depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
-                         qkv_bias="Intra_blocks.0.attn.qkv.bias" in keys)
-    expected = IIVFormer.from_config(config).state_dict()  # ~50 ms even at the published size
+    try:
+        config = ModelConfig(num_view=views, num_joints=joints, in_chans=in_chans, embed_dim_ratio=width,
+                             depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+                             qkv_bias="Intra_blocks.0.attn.qkv.bias" in keys)
+    except IIVFormerError as error:
+        fail(one_line(error))
+    expected = IIVFormer(config).state_dict()  # ~50 ms even at the published size
     unexpected, missing = keys - set(expected), set(expected) - keys
     if unexpected or missing:
         fail("; ".join(f"{what} keys: {_names(names)}" for what, names in
@@ -212,7 +207,10 @@ def build_model(checkpoint: dict, which="best", config: ModelConfig = None, sour
         state = checkpoint["last"]["state_dict"]
     else:
         raise CheckpointError(f"which must be 'best' or 'last', not {which!r}")
-    requested = config if config is not None else ModelConfig.from_dict(checkpoint["model_config"])
+    try:
+        requested = config if config is not None else ModelConfig.from_dict(checkpoint["model_config"])
+    except (IIVFormerError, TypeError) as error:
+        raise CheckpointError(f"{source}: {one_line(error)}") from None
     label = "requested" if config is not None else "in its model config"
     found = infer_model_config(state, source=source)
     differ = [f"{name} {getattr(found, name)} in the file, {getattr(requested, name)} {label}"
@@ -220,7 +218,7 @@ def build_model(checkpoint: dict, which="best", config: ModelConfig = None, sour
     if differ:
         raise CheckpointError(f"{source}: the weights do not fit the model: {'; '.join(differ)}")
     try:
-        model = IIVFormer.from_config(requested)
+        model = IIVFormer(requested)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:
         raise CheckpointError(f"{source}: {one_line(error)[:300]}") from None
@@ -235,3 +233,73 @@ def export_state_dict(checkpoint_path, out_path) -> Path:
     state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in checkpoint["best_state_dict"].items())
     save_checkpoint(out_path, state)
     return Path(out_path)
+
+
+# ------------------------------------------------------------------ what a training run writes
+TIMING_FIELDS = ("seconds", "samples_per_second")  # in the log only: equal runs give equal files
+
+
+def training_checkpoint(config, normalization, model, optimizer, epoch, best, history) -> dict:
+    """The checkpoint layout of a training run after `epoch` (see the module docstring); `best` is
+    (epoch, metric in mm, CPU state dict) of the best epoch so far."""
+    best_epoch, best_metric, best_state = best
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model_config": config.model.to_dict(),
+        "best_state_dict": best_state, "best_epoch": best_epoch, "best_metric": float(best_metric),
+        "selected_on": config.select_on,
+        "last": {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": capture_rng_state()},
+        "normalization": normalization.to_dict(),
+        "history": [{k: v for k, v in record.items() if k not in TIMING_FIELDS} for record in history],
+        "train_config": config.to_dict(), "seed": config.seed,
+        "versions": runtime.versions(),
+    }
+
+
+def capture_rng_state() -> dict:
+    """Every random-number state a training step draws from (Python, numpy, torch, CUDA)."""
+    version, state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    return {"python": [version, list(state), gauss],
+            "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(), "cuda": list(cuda)}
+
+
+def restore_rng_state(rng: dict) -> None:
+    """Put back the states :func:`capture_rng_state` took."""
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, position, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and torch.cuda.is_available():
+        for index, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state.cpu(), index)
+
+
+def load_for_resume(path, config, normalization) -> dict:
+    """The checkpoint at `path` if a run with `config` on data normalised by `normalization` can
+    continue from it; else one IIVFormerError line naming every difference."""
+    path = Path(path)
+    if not path.exists():
+        raise IIVFormerError(f"cannot resume: {path} not found")
+    saved = load_checkpoint(path)
+    if "last" not in saved or "train_config" not in saved:
+        raise IIVFormerError(f"cannot resume: {path} holds weights only, no training state")
+    before, now = saved["train_config"], config.to_dict()
+    differ = [f"{key} {before.get(key)} in the checkpoint, {now[key]} now"
+              for key in ("batch_size", "lr", "seed", "select_on") if before.get(key) != now[key]]
+    differ += [f"{key} {saved['model_config'].get(key)} in the checkpoint, {value} now"
+               for key, value in now["model"].items() if saved["model_config"].get(key) != value]
+    done = saved["last"]["epoch"]
+    if config.epochs < done:
+        differ.append(f"epochs {config.epochs} now, but the checkpoint has completed {done}")
+    stored = saved["normalization"]
+    if not (np.array_equal(np.asarray(stored["mean"], np.float32), normalization.mean)
+            and np.array_equal(np.asarray(stored["std"], np.float32), normalization.std)):
+        differ.append("the training data's normalisation differs (other archives or training subjects)")
+    if differ:
+        raise IIVFormerError(f"cannot resume from {path}: {'; '.join(differ)}")
+    return saved

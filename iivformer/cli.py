@@ -2,20 +2,27 @@
 
     iivformer synth    --out data/synthetic/small --preset tiny|small|full --seed 0 [--detector_noise PX]
     iivformer check    --data_3d F --data_2d F
-    iivformer train    --data_3d F --data_2d F --batch_size 1024 --epochs 100 --lr 0.0004 --seed 42 ...
+    iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
     iivformer export   --model_path CKPT --out FILE
+    iivformer cite
 
-The training and evaluation flags are those of the published main.py and evaluate.py.
+The training and evaluation flags are those of the published main.py and evaluate.py; their
+defaults are the published recipe (iivformer.config), and --profile starts from a profile instead.
 Bad input ends with one line `error: ...` on stderr and a non-zero exit status.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from iivformer import skeleton
+from iivformer import provenance, skeleton, workbench
+from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
+from iivformer.config import PROFILES, ModelConfig, TrainConfig, training_config
 from iivformer.errors import IIVFormerError
+from iivformer.files import check_writable, write_json
+
+_TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads")
+_PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}  # for the help texts
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,21 +51,36 @@ def _positive_float(text):
 
 
 def _non_negative_float(text):
-    value = _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
-def _archives(args) -> tuple:
-    """The archive pair from the flags, or the default one found in data/."""
-    from iivformer import data
+def _seed(text):
+    value = _positive_int(text) if text.strip() != "0" else 0
+    if value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be below 2**32, got {value}")
+    return value
 
+
+def _published(name: str) -> str:
+    return f"(published: {_PUBLISHED[name]})"
+
+
+def _archives(args) -> tuple:
+    """The archive pair from the flags, or the default one found in the data folder."""
     if args.data_3d and args.data_2d:
         return args.data_3d, args.data_2d
     if args.data_3d or args.data_2d:
         raise IIVFormerError("give both --data_3d and --data_2d, or neither to use the archives in data/")
-    found = data.find_archives("data")
+    folder = workbench.data_dir()
+    found = find_archives(folder)
     if found is None:
-        raise IIVFormerError("no archives in data/: link the Human3.6M archives there (see data/README.md) "
+        raise IIVFormerError(f"no archives in {folder}: link the Human3.6M archives there (see data/README.md) "
                              "or make the synthetic default with `iivformer synth`")
     print(f"using the {found[2]} archives {found[0]} and {found[1]}", file=sys.stderr)
     return found[0], found[1]
@@ -70,40 +92,38 @@ def _add_data_flags(parser):
 
 
 def cmd_synth(args):
-    from iivformer import data, synthetic
+    from iivformer import synthetic
 
-    options = {} if args.detector_noise is None else {"detector_noise": args.detector_noise}
-    out = args.out or Path("data") / data.SYNTHETIC_FOLDER / args.preset
-    path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, seed=args.seed, **options)
+    out = Path(args.out) if args.out else workbench.data_dir() / SYNTHETIC_FOLDER / args.preset
+    check_writable(out / "data_3d_h36m.npz", "--out") if out.exists() else check_writable(out, "--out")
+    options = {name: value for name, value in (("seed", args.seed), ("detector_noise", args.detector_noise))
+               if value is not None}
+    path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, **options)
     print(f"wrote {path_3d}\nwrote {path_2d}")
-    print(data.load_archives(path_3d, path_2d).describe())
+    print(load_archives(path_3d, path_2d).describe())
 
 
 def cmd_check(args):
-    from iivformer import data
-
     path_3d, path_2d = _archives(args)
-    print(data.load_archives(path_3d, path_2d).describe())
+    print(load_archives(path_3d, path_2d).describe())
     print("ok")
 
 
 def cmd_train(args):
-    from iivformer import data, train
-    from iivformer.model import ModelConfig
+    from iivformer import train
+    from iivformer.prepare import prepare
 
     val_subjects = tuple(args.val_subjects.split(",")) if args.val_subjects else ()
     unknown = [s for s in val_subjects if s not in skeleton.TRAIN_SUBJECTS]
     if unknown:
         raise IIVFormerError(f"--val_subjects: {', '.join(unknown)} not among the training subjects "
                              f"{', '.join(skeleton.TRAIN_SUBJECTS)}")
-    config = train.TrainConfig(
-        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,
-        model=ModelConfig(embed_dim_ratio=args.embed_dim_ratio, depth=args.depth, num_heads=args.num_heads),
-        select_on="val" if val_subjects else "test")
+    settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
+    config = training_config(args.profile, select_on="val" if val_subjects else None, **settings)
     train.check_output_paths(args.model_path, args.log)
     path_3d, path_2d = _archives(args)
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)
-    prepared = data.prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects)
+    prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects)
     history = train.train(config, prepared, checkpoint_path=args.model_path, log_path=args.log,
                           resume=args.resume)
     best = min(history, key=lambda record: record.get(f"{config.select_on}_mpjpe", float("inf")))
@@ -111,37 +131,70 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from iivformer import evaluate
+    from iivformer import evaluate, tables
 
     subjects = evaluate.parse_subjects(args.subjects)
     protocols = evaluate.PROTOCOLS if args.protocol == "both" else (args.protocol,)
     if args.json:
-        _check_writable(args.json, "--json")
+        check_writable(args.json, "--json")
     path_3d, path_2d = _archives(args)
     result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device)
     results = result.results(protocols)
-    print(evaluate.format_table(results))
+    print(tables.format_table(results))
+    published = provenance.published_reference(result.provenance)
     for protocol in protocols:
-        print(f"{protocol}: mean over {len(results[protocol]) - 1} actions {results[protocol]['mean']:.2f} mm")
+        line = f"{protocol}: mean over {len(results[protocol]) - 1} actions {results[protocol]['mean']:.2f} mm"
+        if published:
+            line += f" (published: {published[protocol]:.1f} mm, {published['reported']})"
+        print(line)
     if args.json:
-        from iivformer.data import atomic_write
-
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1) + "\n"))
+        write_json(args.json, result.summary(protocols))
         print(f"wrote {args.json}")
 
 
 def cmd_export(args):
     from iivformer.checkpoint import export_state_dict
 
-    _check_writable(args.out, "--out")
+    check_writable(args.out, "--out")
     export_state_dict(args.model_path, args.out)
     print(f"wrote {args.out}")
 
 
-def _check_writable(path, flag):
-    folder = Path(path).resolve().parent
-    if not folder.is_dir():
-        raise IIVFormerError(f"{flag} {path}: the folder {folder} does not exist")
+def cmd_cite(args):
+    print(provenance.BIBTEX)
+
+
+def _add_train_command(commands):
+    fit = commands.add_parser("train", help="train IIVFormer (flags of the published main.py)")
+    _add_data_flags(fit)
+    fit.add_argument("--profile", choices=list(PROFILES),
+                     help="start from a profile's settings (flags override them); default: the published recipe")
+    fit.add_argument("--batch_size", type=_positive_int, help=_published("batch_size"))
+    fit.add_argument("--epochs", type=_positive_int, help=_published("epochs"))
+    fit.add_argument("--lr", type=_positive_float, help=_published("lr"))
+    fit.add_argument("--seed", type=_seed, help=_published("seed"))
+    fit.add_argument("--model_path", default="cpn.pth", help="checkpoint to write (default: cpn.pth)")
+    fit.add_argument("--log", default="cpn.log", help="training log (default: cpn.log)")
+    fit.add_argument("--device", choices=["auto", "cuda", "cpu"], help="default: auto (CUDA when present)")
+    fit.add_argument("--resume", action="store_true", help="continue from the checkpoint at --model_path")
+    fit.add_argument("--val_subjects", help="pick the best epoch on these training subjects (e.g. S8) "
+                                            "instead of the test subjects")
+    fit.add_argument("--embed_dim_ratio", type=_positive_int, help=_published("embed_dim_ratio"))
+    fit.add_argument("--depth", type=_positive_int, help=_published("depth"))
+    fit.add_argument("--num_heads", type=_positive_int, help=_published("num_heads"))
+    fit.set_defaults(run=cmd_train)
+
+
+def _add_evaluate_command(commands):
+    test = commands.add_parser("evaluate", help="Protocol 1/2 per action (flags of the published evaluate.py)")
+    _add_data_flags(test)
+    test.add_argument("--subjects", default=str(list(skeleton.TEST_SUBJECTS)).replace("'", '"'))
+    test.add_argument("--model_path", default="cpn.pth")
+    test.add_argument("--protocol", choices=["p1", "p2", "both"], default="p1")
+    test.add_argument("--seed", type=_seed, help="accepted for compatibility; evaluation is deterministic")
+    test.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    test.add_argument("--json", help="also write the per-action results and their provenance to this JSON file")
+    test.set_defaults(run=cmd_evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,46 +204,24 @@ def build_parser() -> argparse.ArgumentParser:
     synth = commands.add_parser("synth", help="make the synthetic Human3.6M-format dataset")
     synth.add_argument("--out", help="output folder (default: data/synthetic/<preset>)")
     synth.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--detector_noise", type=_non_negative_float, default=None,
+    synth.add_argument("--seed", type=_seed, help="default: 0")
+    synth.add_argument("--detector_noise", type=_non_negative_float,
                        help="2D detector error in pixels (0: exact projections)")
     synth.set_defaults(run=cmd_synth)
 
     check = commands.add_parser("check", help="validate a pair of archives and summarise them")
     _add_data_flags(check)
     check.set_defaults(run=cmd_check)
-
-    fit = commands.add_parser("train", help="train IIVFormer (flags of the published main.py)")
-    _add_data_flags(fit)
-    fit.add_argument("--batch_size", type=_positive_int, default=1024)
-    fit.add_argument("--epochs", type=_positive_int, default=100)
-    fit.add_argument("--lr", type=_positive_float, default=0.0004)
-    fit.add_argument("--seed", type=int, default=42)
-    fit.add_argument("--model_path", default="cpn.pth", help="checkpoint to write (default: cpn.pth)")
-    fit.add_argument("--log", default="cpn.log", help="training log (default: cpn.log)")
-    fit.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    fit.add_argument("--resume", action="store_true", help="continue from the checkpoint at --model_path")
-    fit.add_argument("--val_subjects", help="pick the best epoch on these training subjects (e.g. S8) "
-                                            "instead of the test subjects")
-    fit.add_argument("--embed_dim_ratio", type=_positive_int, default=32)
-    fit.add_argument("--depth", type=_positive_int, default=4)
-    fit.add_argument("--num_heads", type=_positive_int, default=8)
-    fit.set_defaults(run=cmd_train)
-
-    test = commands.add_parser("evaluate", help="Protocol 1/2 per action (flags of the published evaluate.py)")
-    _add_data_flags(test)
-    test.add_argument("--subjects", default='["S9", "S11"]')
-    test.add_argument("--model_path", default="cpn.pth")
-    test.add_argument("--protocol", choices=["p1", "p2", "both"], default="p1")
-    test.add_argument("--seed", type=int, default=42, help="accepted for compatibility; evaluation is deterministic")
-    test.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    test.add_argument("--json", help="also write the per-action results to this JSON file")
-    test.set_defaults(run=cmd_evaluate)
+    _add_train_command(commands)
+    _add_evaluate_command(commands)
 
     export = commands.add_parser("export", help="write a checkpoint's best weights as a plain state dict")
     export.add_argument("--model_path", required=True)
     export.add_argument("--out", required=True)
     export.set_defaults(run=cmd_export)
+
+    cite = commands.add_parser("cite", help="print the BibTeX entry of the IIVFormer paper")
+    cite.set_defaults(run=cmd_cite)
     return parser
 
 
@@ -200,7 +231,7 @@ def main(argv=None) -> int:
         args.run(args)
     except IIVFormerError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 130 if type(error).__name__ == "TrainingInterrupted" else 1
+        return error.exit_status
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,23 +1,28 @@
 """Protocol 1 and 2 evaluation per action, per joint and per frame, as the published code computes it.
 
-Per action: archive keys grouped by the text before the first space, all frames of the chosen
-subjects (S9 and S11 by default); the reported figure is the mean over the actions.
+Per action: recordings grouped by the text before the first space of their archive key, all frames
+of the chosen subjects (S9 and S11 by default); the reported figure is the mean over the actions.
 Protocol 1 is MPJPE; Protocol 2 is MPJPE after a similarity Procrustes alignment per frame.
+
+An :class:`Evaluation` is computed once, saved with its provenance (:meth:`Evaluation.save`), and
+reloaded (:meth:`Evaluation.load`) by whatever draws or tabulates it.
 """
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from iivformer import data, metrics, skeleton
+from iivformer import metrics, prepare, provenance, runtime, skeleton
+from iivformer.archives import read_npz
 from iivformer.checkpoint import build_model, load_checkpoint
-from iivformer.data import Normalization, Split
-from iivformer.errors import IIVFormerError
+from iivformer.errors import DataError, IIVFormerError
+from iivformer.files import atomic_write
+from iivformer.prepare import Normalization, Split
 
 PROTOCOLS = ("p1", "p2")
-PUBLISHED_MM = {"p1": 30.9, "p2": 24.0}  # the paper's Human3.6M figures with CPN detections
+_SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions", "frame_index")
 
 
 @torch.no_grad()
@@ -36,18 +41,21 @@ def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size
 
 @dataclass
 class Evaluation:
-    """Predictions and errors of every sample, each traced back to subject, key and frame.
+    """Predictions and errors of every sample, each traced back to subject, recording and frame.
 
-    predictions, targets: (N, J, 3) mm; errors: {"p1": (N, J), "p2": (N, J)} per-joint errors in mm.
+    predictions, targets: (N, J, 3) mm; errors: {"p1": (N, J), "p2": (N, J)} per-joint errors in mm;
+    subjects, recordings ('Walking 1'), actions ('Walking'): (N,) strings; frame_index: (N,) ints;
+    provenance: where the numbers come from (:func:`iivformer.provenance.describe`).
     """
 
     predictions: np.ndarray
     targets: np.ndarray
     errors: dict
     subjects: np.ndarray
-    keys: np.ndarray
+    recordings: np.ndarray
     actions: np.ndarray
     frame_index: np.ndarray
+    provenance: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.predictions)
@@ -60,9 +68,11 @@ class Evaluation:
 
     def per_action(self, protocol: str = "p1") -> dict:
         """{action: mean error in mm, ..., "mean": mean over the actions}."""
+        if len(self) == 0:
+            raise IIVFormerError("the evaluation holds no frames: choose subjects that have recordings")
         per_frame = self.errors[protocol].mean(axis=1, dtype=np.float64)
         table = {action: float(per_frame[self.actions == action].mean()) for action in self.action_names}
-        table["mean"] = float(np.mean(list(table.values()))) if table else float("nan")
+        table["mean"] = float(np.mean(list(table.values())))
         return table
 
     def per_joint(self, protocol: str = "p1") -> dict:
@@ -81,8 +91,55 @@ class Evaluation:
         return candidates[np.argsort(per_frame[candidates])[::-1][:count]]
 
     def results(self, protocols=PROTOCOLS) -> dict:
-        """{"p1": {action: mm, ..., "mean": mm}, "p2": {...}} — the --json layout."""
+        """{"p1": {action: mm, ..., "mean": mm}, "p2": {...}}: what the tables show."""
         return {protocol: self.per_action(protocol) for protocol in protocols}
+
+    def summary(self, protocols=PROTOCOLS) -> dict:
+        """The results with their provenance: the layout ``iivformer evaluate --json`` writes."""
+        return {**self.results(protocols), "provenance": self.provenance}
+
+    def other_metrics(self) -> dict:
+        """Overall figures beyond P1/P2 (mm, or %): N-MPJPE, PCK at 150 mm, AUC over 0-150 mm, and
+        the velocity error over consecutive frames of each recording (mm per frame)."""
+        steps = (self.frame_index[1:] == self.frame_index[:-1] + 1) & (self.subjects[1:] == self.subjects[:-1]) \
+            & (self.recordings[1:] == self.recordings[:-1])
+        velocity = np.diff(self.predictions - self.targets, axis=0)[steps]
+        return {"n_mpjpe": metrics.n_mpjpe(self.predictions, self.targets),
+                "pck_150mm": metrics.pck(self.predictions, self.targets, 150.0),
+                "auc": metrics.auc(self.predictions, self.targets),
+                "mpjve": float(np.linalg.norm(velocity, axis=-1).mean()) if len(velocity) else None}
+
+    def save(self, path) -> None:
+        """Write every sample and the tables (with the provenance) to one .npz file, atomically."""
+        summary = {**self.summary(), "per_joint": {p: self.per_joint(p) for p in PROTOCOLS},
+                   "metrics": self.other_metrics()}
+        arrays = {name: getattr(self, name) for name in _SAMPLE_FIELDS}
+        arrays.update({f"errors_{p}": self.errors[p] for p in PROTOCOLS},
+                      summary=np.array(json.dumps(summary, allow_nan=False)))
+
+        def write(temporary):
+            with open(temporary, "wb") as stream:
+                np.savez_compressed(stream, **{k: np.asarray(v) for k, v in arrays.items()})
+
+        atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path) -> "Evaluation":
+        """An evaluation :meth:`save` wrote (read safely: nothing in the file can run code)."""
+        contents = read_npz(path)
+        missing = [name for name in _SAMPLE_FIELDS + ("errors_p1", "errors_p2", "summary") if name not in contents]
+        if missing:
+            raise DataError(f"{path}: not a saved evaluation (missing {', '.join(missing)})")
+        try:
+            summary = json.loads(str(contents["summary"]))
+            samples = {name: contents[name] for name in _SAMPLE_FIELDS}
+            errors = {p: contents[f"errors_{p}"] for p in PROTOCOLS}
+            count = len(samples["predictions"])
+            if any(len(v) != count for v in [*samples.values(), *errors.values()]):
+                raise ValueError("its arrays have different lengths")
+        except (ValueError, TypeError) as error:
+            raise DataError(f"{path}: damaged evaluation ({error})") from None
+        return cls(errors=errors, provenance=summary.get("provenance", {}), **samples)
 
 
 def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096) -> Evaluation:
@@ -90,7 +147,7 @@ def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_siz
     return evaluate_predictions(predict(model, split.inputs, device, batch_size), split)
 
 
-def evaluate_predictions(predictions: np.ndarray, split: Split) -> Evaluation:
+def evaluate_predictions(predictions: np.ndarray, split: Split, provenance: dict = None) -> Evaluation:
     """Per-joint P1 and P2 errors of predictions (N, J, 3) mm for the frames of a split."""
     targets = split.targets[:, 0]
     errors = {
@@ -98,7 +155,7 @@ def evaluate_predictions(predictions: np.ndarray, split: Split) -> Evaluation:
         "p2": metrics.per_joint_errors(metrics.procrustes_align(predictions, targets), targets),
     }
     return Evaluation(predictions, targets, {k: v.astype(np.float32) for k, v in errors.items()},
-                      split.subjects, split.keys, split.actions, split.frame_index)
+                      split.subjects, split.recordings, split.actions, split.frame_index, provenance or {})
 
 
 def parse_subjects(text: str) -> list:
@@ -125,27 +182,24 @@ def load_for_evaluation(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUB
     model = build_model(checkpoint, source=str(model_path))
     stored = checkpoint.get("normalization")
     normalization = Normalization.from_dict(stored) if stored else None
-    prepared = data.prepare(data_3d, data_2d, train_subjects=() if normalization else train_subjects,
-                            test_subjects=subjects, normalization=normalization, keep_archives=keep_archives)
+    prepared = prepare.prepare(data_3d, data_2d, train_subjects=() if normalization else train_subjects,
+                               test_subjects=subjects, normalization=normalization, keep_archives=keep_archives)
     return checkpoint, model, prepared
+
+
+def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data_2d, device="auto") -> Evaluation:
+    """Evaluate what :func:`load_for_evaluation` returned on its test split, with the provenance."""
+    device = runtime.resolve_device(device)
+    evaluation = evaluate_split(model, prepared.test, device)
+    normalization = ("stored in the checkpoint" if checkpoint.get("normalization") else
+                     f"recomputed from the training subjects {', '.join(prepared.train_subjects)}")
+    evaluation.provenance = provenance.describe("IIVFormer", model_path, data_3d, data_2d, prepared.test_subjects,
+                                                len(evaluation), device, normalization)
+    return evaluation
 
 
 def evaluate_checkpoint(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
                         train_subjects=skeleton.TRAIN_SUBJECTS, device="auto") -> Evaluation:
     """Evaluate a checkpoint (the project's, or a plain state dict) on the frames of `subjects`."""
-    from iivformer.train import resolve_device
-
-    _, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects)
-    return evaluate_split(model, prepared.test, resolve_device(device))
-
-
-def format_table(results: dict) -> str:
-    """A text table in millimetres: one row per action and a last row with the mean over actions."""
-    protocols = list(results)
-    actions = [a for a in results[protocols[0]] if a != "mean"]
-    width = max(len(a) for a in actions + ["action"]) + 2
-    lines = ["action".ljust(width) + "".join(f"{p.upper() + ' (mm)':>10}" for p in protocols)]
-    for action in actions + ["mean"]:
-        lines.append(action.ljust(width) + "".join(f"{results[p][action]:10.2f}" for p in protocols))
-    lines.insert(len(lines) - 1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    checkpoint, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects)
+    return evaluate_loaded(checkpoint, model, prepared, model_path, data_3d, data_2d, device)

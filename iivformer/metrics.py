@@ -115,14 +115,6 @@ def p_mpjpe(predicted: Array, target: Array):
     return mpjpe(procrustes_align(predicted, target), target)
 
 
-def p_mpjpe_per_sample(predicted: Array, target: Array) -> Array:
-    """Protocol 2 error of every pose, shape (...,): per-joint errors after alignment, averaged over J.
-
-    The per-joint P2 errors (..., J) are ``per_joint_errors(procrustes_align(p, t), t)``.
-    """
-    return per_joint_errors(procrustes_align(predicted, target), target).mean(-1)
-
-
 def n_mpjpe(predicted: Array, target: Array):
     """MPJPE after scaling each pose by sum(t.p) / sum(p.p) over its joints (VideoPose3D ``n_mpjpe``)."""
     p, t = _prepare(predicted, target)

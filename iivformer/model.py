@@ -14,40 +14,13 @@ Parameter names and registration order match the published implementation, so it
 checkpoints load with ``load_state_dict(strict=True)``.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from iivformer.errors import CheckpointError
-
-
-@dataclass
-class ModelConfig:
-    num_view: int = 4
-    num_joints: int = 17
-    in_chans: int = 2
-    embed_dim_ratio: int = 32  # C, the per-joint width; the inter-view width is J*C
-    depth: int = 4  # blocks in each of the two stacks
-    num_heads: int = 8
-    mlp_ratio: float = 2.0
-    qkv_bias: bool = True
-    qk_scale: float | None = None  # None: head_dim ** -0.5
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise CheckpointError(f"model config has unknown keys: {', '.join(unknown)}")
-        return cls(**d)
+from iivformer.config import ModelConfig
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -129,25 +102,24 @@ class Block(nn.Module):
 class IIVFormer(nn.Module):
     """Lift (B, V, J, 2) multi-view 2D poses to a (B, 1, J, 3) 3D pose."""
 
-    def __init__(self, num_view=4, num_joints=17, in_chans=2, embed_dim_ratio=32, depth=4,
-                 num_heads=8, mlp_ratio=2.0, qkv_bias=True, qk_scale=None, drop_rate=0.0,
-                 attn_drop_rate=0.0, drop_path_rate=0.1):
+    def __init__(self, config: ModelConfig = None, **overrides):
+        """`config` (default: the published architecture) with any of its fields overridden by
+        keyword, as the published code builds it: ``IIVFormer(num_view=4, embed_dim_ratio=32, ...)``."""
         super().__init__()
-        self.config = ModelConfig(num_view, num_joints, in_chans, embed_dim_ratio, depth, num_heads,
-                                  mlp_ratio, qkv_bias, qk_scale, drop_rate, attn_drop_rate,
-                                  drop_path_rate)
-        C, J, V = embed_dim_ratio, num_joints, num_view
+        self.config = replace(config or ModelConfig(), **overrides)
+        c = self.config
+        C, J, V = c.embed_dim_ratio, c.num_joints, c.num_view
         view_dim = J * C  # width of one view's token in the inter-view stack
 
         # Registration order fixes the state_dict order of published checkpoints.
-        self.Intra_patch_to_embedding = nn.Linear(in_chans, C)
+        self.Intra_patch_to_embedding = nn.Linear(c.in_chans, C)
         self.Intra_pos_embed = nn.Parameter(torch.zeros(1, J, C))
         self.Inter_pos_embed = nn.Parameter(torch.zeros(1, V, view_dim))
-        self.pos_drop = nn.Dropout(drop_rate)
+        self.pos_drop = nn.Dropout(c.drop_rate)
 
-        rates = [r.item() for r in torch.linspace(0, drop_path_rate, depth)]
-        block_args = dict(num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                          qk_scale=qk_scale, drop=drop_rate, attn_drop=attn_drop_rate)
+        rates = [r.item() for r in torch.linspace(0, c.drop_path_rate, c.depth)]
+        block_args = dict(num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+                          qk_scale=c.qk_scale, drop=c.drop_rate, attn_drop=c.attn_drop_rate)
         self.Intra_blocks = nn.ModuleList([Block(C, drop_path=r, **block_args) for r in rates])
         self.Inter_blocks = nn.ModuleList([Block(view_dim, drop_path=r, **block_args) for r in rates])
         self.Intra_norm = nn.LayerNorm(C, eps=1e-6)
@@ -155,10 +127,6 @@ class IIVFormer(nn.Module):
 
         self.weighted_mean = nn.Conv1d(in_channels=V, out_channels=1, kernel_size=1)
         self.head = nn.Sequential(nn.LayerNorm(view_dim), nn.Linear(view_dim, J * 3))
-
-    @classmethod
-    def from_config(cls, config: ModelConfig) -> "IIVFormer":
-        return cls(**config.to_dict())
 
     def _forward(self, x, return_attention: bool):
         B, V, J, _ = x.shape

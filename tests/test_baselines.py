@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from iivformer import baselines, cameras, data, metrics, synthetic
+from iivformer import baselines, cameras, metrics, prepare, synthetic
 
 
 @pytest.fixture(scope="module")
 def exact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("exact")
-    return data.prepare(*synthetic.write_dataset(folder, preset="tiny", seed=3, detector_noise=0, progress=False))
+    return prepare.prepare(*synthetic.write_dataset(folder, preset="tiny", seed=3, detector_noise=0, progress=False))
 
 
 def test_triangulation_recovers_noise_free_poses(exact):

@@ -8,7 +8,7 @@ import torch
 from published_recipe import recipe_state_dict
 
 from iivformer import checkpoint as ck
-from iivformer.data import Normalization
+from iivformer.prepare import Normalization
 from iivformer.errors import CheckpointError
 from iivformer.model import IIVFormer, ModelConfig
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def small_checkpoint(seed=0) -> dict:
     torch.manual_seed(seed)
-    best, last = IIVFormer.from_config(SMALL), IIVFormer.from_config(SMALL)
+    best, last = IIVFormer(SMALL), IIVFormer(SMALL)
     optimizer = torch.optim.Adam(last.parameters(), lr=1e-3)
     last(torch.randn(2, 4, 17, 2)).sum().backward()
     optimizer.step()
@@ -58,11 +58,11 @@ def test_round_trip_and_build(tmp_path):
         expected = checkpoint["best_state_dict"] if which == "best" else checkpoint["last"]["state_dict"]
         for key, value in expected.items():
             assert torch.equal(model.state_dict()[key], value), key
-        reference = IIVFormer.from_config(SMALL).eval()
+        reference = IIVFormer(SMALL).eval()
         reference.load_state_dict(model.state_dict())
         with torch.no_grad():
             assert torch.equal(model(x), reference(x))
-    optimizer = torch.optim.Adam(IIVFormer.from_config(SMALL).parameters())
+    optimizer = torch.optim.Adam(IIVFormer(SMALL).parameters())
     optimizer.load_state_dict(loaded["last"]["optimizer"])
 
 
@@ -105,7 +105,7 @@ def test_published_plain_state_dict_loads_with_the_published_config(tmp_path):
 
 
 def test_data_parallel_prefix_is_removed(tmp_path):
-    state = IIVFormer.from_config(SMALL).state_dict()
+    state = IIVFormer(SMALL).state_dict()
     path = tmp_path / "dp.pth"
     torch.save(OrderedDict((f"module.{k}", v) for k, v in state.items()), path)
     loaded = ck.load_checkpoint(path)
@@ -118,7 +118,7 @@ def test_data_parallel_prefix_is_removed(tmp_path):
     ModelConfig(num_view=2, in_chans=3, embed_dim_ratio=8, depth=1, num_heads=2, mlp_ratio=1.0),
 ])
 def test_smaller_state_dict_infers_its_config(config):
-    inferred = ck.infer_model_config(IIVFormer.from_config(config).state_dict())
+    inferred = ck.infer_model_config(IIVFormer(config).state_dict())
     for name in SHAPE_FIELDS:
         assert getattr(inferred, name) == getattr(config, name), name
     assert inferred.embed_dim_ratio % inferred.num_heads == 0
@@ -126,7 +126,7 @@ def test_smaller_state_dict_infers_its_config(config):
 
 def test_size_mismatch_names_the_sizes(tmp_path):
     path = tmp_path / "small.pth"
-    torch.save(IIVFormer.from_config(SMALL).state_dict(), path)
+    torch.save(IIVFormer(SMALL).state_dict(), path)
     loaded = ck.load_checkpoint(path)
     with pytest.raises(CheckpointError) as info:
         ck.build_model(loaded, config=ModelConfig(), source=str(path))
@@ -148,7 +148,7 @@ def test_other_architectures_are_refused(tmp_path):
     message = assert_one_line_error(info, path)
     assert "is not an IIVFormer state dict (unexpected keys: 0.bias, 0.weight, 2.bias, 2.weight)" in message
 
-    state = IIVFormer.from_config(SMALL).state_dict()
+    state = IIVFormer(SMALL).state_dict()
     state["extra.weight"] = torch.zeros(1)
     del state["head.1.bias"]
     with pytest.raises(CheckpointError, match=r"unexpected keys: extra\.weight; missing keys: head\.1\.bias"):
@@ -238,7 +238,7 @@ def test_export_state_dict_loads_strictly_with_weights_only(tmp_path):
     assert ck.export_state_dict(source, out) == out
     state = torch.load(out, weights_only=True)
     assert list(state) == list(checkpoint["best_state_dict"])
-    model = IIVFormer.from_config(SMALL)
+    model = IIVFormer(SMALL)
     model.load_state_dict(state, strict=True)
     for key, value in checkpoint["best_state_dict"].items():
         assert torch.equal(state[key], value)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import archive_factory as factory
-from iivformer import data
+from iivformer import archives
 from iivformer.errors import DataError
 
 
@@ -35,11 +35,11 @@ def test_mutated_archives_raise_only_data_errors(tmp_path, valid_archives, which
     path = tmp_path / "mutated.npz"
     path.write_bytes(bytes(content))
     try:
-        loaded = data.read_npz(path)
+        loaded = archives.read_npz(path)
         if "positions_3d" in loaded:
-            data.load_positions_3d(path)
+            archives.load_positions_3d(path)
         else:
-            data.load_positions_2d(path)
+            archives.load_positions_2d(path)
     except DataError as error:
         message = str(error)
         assert message.startswith(str(path)) and "\n" not in message

@@ -1,4 +1,5 @@
 """End to end through the command line: determinism, no partial outputs, hostile checkpoints."""
+import os
 import subprocess
 import sys
 
@@ -15,9 +16,9 @@ from iivformer.model import IIVFormer
 SMALL_MODEL = ["--embed_dim_ratio", "8", "--depth", "1", "--num_heads", "2"]
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "iivformer", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
+                          timeout=600, cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,8 @@ def two_runs(tiny, tmp_path_factory):
                       *SMALL_MODEL)
         assert trained.returncode == 0, trained.stderr
         evaluated = run("evaluate", "--data_3d", tiny[0], "--data_2d", tiny[1], "--model_path", folder / "model.pth",
-                        "--protocol", "both", "--device", "cpu", "--json", folder / "results.json")
+                        "--protocol", "both", "--device", "cpu", "--json", folder / "results.json",
+                        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"})  # the provenance's date, fixed
         assert evaluated.returncode == 0, evaluated.stderr
         folders.append(folder)
     return folders

@@ -20,10 +20,10 @@ if not CHROMIUM:
     pytest.skip("no chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 
 CELLS = [
-    "from iivformer import data, evaluate, synthetic\n"
+    "from iivformer import evaluate, prepare, synthetic\n"
     "from iivformer.model import IIVFormer\n"
     "from iivformer.viz.explorer import Explorer",
-    "prepared = data.prepare(*synthetic.write_dataset('tiny', preset='tiny', seed=0, progress=False), keep_archives=True)\n"
+    "prepared = prepare.prepare(*synthetic.write_dataset('tiny', preset='tiny', seed=0, progress=False), keep_archives=True)\n"
     "model = IIVFormer(embed_dim_ratio=8, depth=1, num_heads=2)\n"
     "evaluation = evaluate.evaluate_split(model, prepared.test)",
     "explorer = Explorer(evaluation, prepared, model)\n"

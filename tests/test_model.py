@@ -9,7 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from published_recipe import load_manifest, recipe_state_dict  # noqa: E402
 
-from iivformer.errors import CheckpointError
+from iivformer.errors import IIVFormerError
 from iivformer.model import Attention, IIVFormer, ModelConfig, count_parameters
 
 GOLDEN_PATH = Path(__file__).parent / "fixtures" / "forward_golden.npz"
@@ -130,16 +130,16 @@ def test_attention_maps_reproduce_fused_attention_output(qk_scale):
     torch.testing.assert_close(y_from_probs, y, atol=1e-5, rtol=1e-5)
 
 
-def test_config_round_trip_and_from_config():
+def test_config_round_trip_and_model_from_config():
     config = ModelConfig(num_view=3, qk_scale=0.5, **SMALL)
     assert ModelConfig.from_dict(config.to_dict()) == config
-    model = IIVFormer.from_config(config)
+    model = IIVFormer(config)
     assert model.config == config
     assert model.Inter_pos_embed.shape == (1, 3, 17 * 16)
     assert IIVFormer().config == ModelConfig()
 
 
 def test_config_from_dict_rejects_unknown_keys():
-    with pytest.raises(CheckpointError, match="unknown keys: bogus") as info:
+    with pytest.raises(IIVFormerError, match="unknown keys: bogus") as info:
         ModelConfig.from_dict({**ModelConfig().to_dict(), "bogus": 1})
     assert "\n" not in str(info.value)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iivformer import checkpoint as ck
-from iivformer import data, train
+from iivformer import prepare, runtime, train
 from iivformer.errors import IIVFormerError
 from iivformer.model import ModelConfig
 from iivformer.train import TrainConfig, TrainingInterrupted
@@ -31,7 +31,7 @@ def metrics(history):
     return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
 
 
-def subset(prepared, train_size, test_size, val_size=0, seed=0) -> data.Prepared:
+def subset(prepared, train_size, test_size, val_size=0, seed=0) -> prepare.Prepared:
     """Random samples of the fixture's splits (the validation split taken out of training)."""
     order = np.random.default_rng(seed).permutation(len(prepared.train))
     test = np.random.default_rng(seed + 1).permutation(len(prepared.test))[:test_size]
@@ -46,7 +46,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def fixture_data():
-    return data.prepare(*PATHS)
+    return prepare.prepare(*PATHS)
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_resume_refuses_a_changed_recipe(small, tmp_path):
                               (dict(seed=5), "seed 0 in the checkpoint, 5 now")]:
         with pytest.raises(IIVFormerError, match=re.escape(expected)):
             train.train(config(**changes), small, path, log, resume=True, progress=False)
-    other_data = dataclasses.replace(small, normalization=data.Normalization(small.normalization.mean + 1,
+    other_data = dataclasses.replace(small, normalization=prepare.Normalization(small.normalization.mean + 1,
                                                                              small.normalization.std))
     with pytest.raises(IIVFormerError, match="normalisation differs"):
         train.train(config(epochs=3), other_data, path, log, resume=True, progress=False)
@@ -157,7 +157,7 @@ def test_checkpoint_holds_the_recipe_and_loads_weights_only(small, reference, tm
     saved = torch.load(tmp_path / "run.pth", map_location="cpu", weights_only=True)
     assert saved["format"] == "iivformer-checkpoint" and saved["version"] == 1
     assert saved["normalization"] == small.normalization.to_dict()
-    restored = data.Normalization.from_dict(saved["normalization"])
+    restored = prepare.Normalization.from_dict(saved["normalization"])
     assert np.array_equal(restored.mean, small.normalization.mean) and np.array_equal(restored.std, small.normalization.std)
     assert saved["model_config"] == TINY.to_dict()
     assert saved["train_config"] == config(epochs=2).to_dict()
@@ -166,7 +166,7 @@ def test_checkpoint_holds_the_recipe_and_loads_weights_only(small, reference, tm
     best = min(history, key=lambda record: record["test_mpjpe"])
     assert (saved["best_epoch"], saved["best_metric"]) == (best["epoch"], best["test_mpjpe"])
     assert set(saved["last"]["rng"]) == {"python", "numpy", "torch", "cuda"}
-    assert set(saved["versions"]) == {"torch", "numpy", "python"}
+    assert set(saved["versions"]) == {"iivformer", "torch", "numpy", "python"}
     model = ck.build_model(ck.load_checkpoint(tmp_path / "run.pth"))
     assert model.config == TINY
 
@@ -318,14 +318,14 @@ def test_a_failed_checkpoint_write_is_a_one_line_error(small, tmp_path, monkeypa
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
 def test_cuda_requested_without_cuda(small, tmp_path):
     with pytest.raises(IIVFormerError, match="'cuda' requested but CUDA is not available") as info:
-        train.resolve_device("cuda")
+        runtime.resolve_device("cuda")
     assert "\n" not in str(info.value)
     with pytest.raises(IIVFormerError, match="CUDA is not available"):
         train.train(config(device="cuda"), small, tmp_path / "run.pth", tmp_path / "run.log")
     assert not list(tmp_path.iterdir())
-    assert train.resolve_device("auto") == torch.device("cpu")
+    assert runtime.resolve_device("auto") == torch.device("cpu")
     with pytest.raises(IIVFormerError, match="unknown device 'gpu0'"):
-        train.resolve_device("gpu0")
+        runtime.resolve_device("gpu0")
 
 
 def test_model_and_data_shapes_must_agree(small, tmp_path):
@@ -342,7 +342,7 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint(tmp_path):
         import numpy as np, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_train import PATHS, config, subset
-        from iivformer import data, train
+        from iivformer import prepare, runtime, train
         real_save, calls = torch.save, [0]
         def dying_save(obj, stream, *args, **kwargs):
             calls[0] += 1
@@ -353,7 +353,7 @@ def test_sigkill_while_saving_leaves_the_previous_checkpoint(tmp_path):
             return real_save(obj, stream, *args, **kwargs)
         torch.save = dying_save
         torch.set_num_threads(1)
-        small = subset(data.prepare(*PATHS), 128, 64)
+        small = subset(prepare.prepare(*PATHS), 128, 64)
         train.train(config(epochs=4), small, {str(path)!r}, {str(tmp_path / "run.log")!r}, progress=False)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -368,7 +368,7 @@ def test_a_small_model_learns_the_tiny_synthetic_set(tmp_path):
     """A few CPU epochs on the tiny synthetic set end far below the mean-pose baseline."""
     from iivformer import baselines, metrics, synthetic
 
-    prepared = data.prepare(*synthetic.write_dataset(tmp_path / "tiny", preset="tiny", seed=0, progress=False))
+    prepared = prepare.prepare(*synthetic.write_dataset(tmp_path / "tiny", preset="tiny", seed=0, progress=False))
     baseline = metrics.mpjpe(baselines.mean_pose(prepared.train, prepared.test), prepared.test.targets[:, 0])
     config = TrainConfig(epochs=4, batch_size=64, lr=3e-3, seed=0, device="cpu",
                          model=ModelConfig(embed_dim_ratio=16, depth=2, num_heads=4))

@@ -14,7 +14,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from iivformer import skeleton
-from iivformer.data import atomic_write
+from iivformer.files import atomic_write
 from iivformer.errors import IIVFormerError
 
 ERROR_COLORSCALE = "RdYlGn_r"  # green: small error, red: large
@@ -85,22 +85,22 @@ def cube_scene(extent: float) -> dict:
     return dict(aspectmode="cube", xaxis=axis, yaxis=axis, zaxis=axis, **AXIS_TITLES)
 
 
-def sequence_figure(evaluation, subject, key, frames=None, step=1, protocol="p1", fps=50) -> go.Figure:
+def sequence_figure(evaluation, subject, recording, frames=None, step=1, protocol="p1", fps=50) -> go.Figure:
     """An animated figure of one recording (`frames`: the frame numbers to keep, e.g. range(0, 500),
     then every `step`-th) with a frame slider and play/pause buttons."""
-    samples = np.flatnonzero((evaluation.subjects == subject) & (evaluation.keys == key))
+    samples = np.flatnonzero((evaluation.subjects == subject) & (evaluation.recordings == recording))
     samples = samples[np.argsort(evaluation.frame_index[samples], kind="stable")]
     if frames is not None:
         samples = samples[np.isin(evaluation.frame_index[samples], np.asarray(list(frames)))]
     samples = samples[::step]
     if len(samples) == 0:
-        raise IIVFormerError(f"no evaluated frames of subject {subject} recording {key!r} in the chosen range")
+        raise IIVFormerError(f"no evaluated frames of subject {subject} recording {recording!r} in the chosen range")
     errors = evaluation.errors[protocol]
     cmax = float(max(np.ceil(np.percentile(errors[samples], 99) / 10) * 10, 10))
     per_frame = errors[samples].mean(axis=1)
 
     def title(i):
-        return f"{subject} {key}, frame {evaluation.frame_index[samples[i]]}: {protocol.upper()} {per_frame[i]:.1f} mm"
+        return f"{subject} {recording}, frame {evaluation.frame_index[samples[i]]}: {protocol.upper()} {per_frame[i]:.1f} mm"
 
     first = samples[0]
     extent = fit_extent([evaluation.predictions[samples], evaluation.targets[samples]])

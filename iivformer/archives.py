@@ -1,0 +1,299 @@
+"""Human3.6M archives in the VideoPose3D format: safe reading, validation and discovery.
+
+An archive pair is a 3D file (``positions_3d``: subject -> recording -> (F, 32, 3) metres, world
+frame) and a 2D file (``positions_2d``: subject -> recording -> 4 arrays (F, 17, 2) pixels, one per
+camera). A recording is named by its archive key, such as ``"Walking 1"``; its action is the text
+before the first space.
+
+The archives hold pickled dictionaries. Unpickling can run code, so :func:`read_npz` reads them
+with a restricted unpickler that can only build numpy arrays, dicts, lists, tuples, strings and
+numbers; anything else is refused with a :class:`DataError`. :func:`load_archives` validates and
+cross-checks a pair, trims the 2D to the 3D length and stacks the views; :func:`find_archives`
+finds the pair to use in a data folder.
+"""
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from iivformer import skeleton
+from iivformer.errors import DataError, one_line
+
+# ---------------------------------------------------------------------------------------------
+# Safe reading of .npz archives
+# ---------------------------------------------------------------------------------------------
+
+# The only globals a pickled VideoPose3D archive needs: numpy's array reconstruction.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and built-in containers only; every other global is refused."""
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load the pickled object {module}.{name}")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
+    """Read one .npy member of an .npz; object arrays go through the restricted unpickler."""
+    with archive.open(info) as stream:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
+        if dtype.hasobject:
+            value = _PlainDataUnpickler(stream).load()
+            if not isinstance(value, np.ndarray):
+                raise ValueError("the pickled member is not an array")
+            return value
+        count = int(np.prod(shape, dtype=np.int64))
+        if count * dtype.itemsize > info.file_size:
+            raise ValueError(f"member {info.filename!r} is truncated")
+        array = np.frombuffer(stream.read(count * dtype.itemsize), dtype=dtype, count=count)
+        array = array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
+        return array.copy()
+
+
+def read_npz(path) -> dict:
+    """Read every array of an .npz archive safely. Returns {name: array}; 0-d object arrays are
+    unwrapped to their content (the pickled dictionaries of the VideoPose3D format).
+
+    Raises :class:`DataError` (one line naming the file) for a missing, empty, truncated or
+    non-archive file, and for any pickled object other than plain data.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, expected an .npz archive")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    contents = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                value = _read_member(archive, info)
+                contents[name] = value.item() if value.dtype.hasobject and value.ndim == 0 else value
+    except zipfile.BadZipFile:
+        raise DataError(f"{path}: not an .npz archive (not a zip file, or truncated)") from None
+    except pickle.UnpicklingError as error:
+        raise DataError(f"{path}: {one_line(error)}; only plain arrays, dicts, lists, strings and "
+                        "numbers are accepted") from None
+    except (MemoryError, RecursionError) as error:
+        raise DataError(f"{path}: damaged archive ({type(error).__name__})") from None
+    except Exception as error:  # zlib, EOF, header and shape errors of a damaged file
+        raise DataError(f"{path}: damaged archive ({type(error).__name__}: {one_line(error)})") from None
+    if not contents:
+        raise DataError(f"{path}: the archive holds no arrays")
+    return contents
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and loading
+# ---------------------------------------------------------------------------------------------
+
+def _where(path, subject=None, recording=None, camera=None) -> str:
+    parts = [str(path)]
+    if subject is not None:
+        parts.append(f"subject {subject}")
+    if recording is not None:
+        parts.append(f"recording {recording!r}")
+    if camera is not None:
+        parts.append(f"camera {camera}")
+    return ", ".join(parts)
+
+
+def _numeric_array(value, where: str, shape_text: str, rank: int) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise DataError(f"{where}: expected a {shape_text} array, found {type(value).__name__}")
+    if value.dtype.kind not in "fiu":
+        raise DataError(f"{where}: expected numbers, found dtype {value.dtype}")
+    if value.ndim != rank:
+        raise DataError(f"{where}: expected a {shape_text} array, found shape {value.shape}")
+    array = value.astype(np.float32, copy=False)
+    bad = np.count_nonzero(~np.isfinite(array))
+    if bad:
+        raise DataError(f"{where}: {bad} non-finite values (NaN or infinite)")
+    return array
+
+
+def _dict_of_dicts(value, path, key) -> dict:
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: {key!r} should be a dictionary subject -> recording, found {type(value).__name__}")
+    for subject, recordings in value.items():
+        if not isinstance(subject, str) or not isinstance(recordings, dict):
+            raise DataError(f"{path}: {key!r} should map subject names to dictionaries of recordings")
+        for recording in recordings:
+            if not isinstance(recording, str):
+                raise DataError(f"{_where(path, subject)}: recording names should be strings, found {recording!r}")
+    return value
+
+
+def _required(contents: dict, path, key: str):
+    if key not in contents:
+        found = ", ".join(sorted(contents)) or "nothing"
+        raise DataError(f"{path}: missing key {key!r} (found: {found}); is this a VideoPose3D archive?")
+    return contents[key]
+
+
+def load_positions_3d(path) -> dict:
+    """Read a 3D archive: {subject: {recording: (frames, 17, 3) float32 metres, world}} (32-joint
+    motion capture reduced to the 17 joints the model uses)."""
+    data = _dict_of_dicts(_required(read_npz(path), path, "positions_3d"), path, "positions_3d")
+    positions = {}
+    for subject, recordings in data.items():
+        positions[subject] = {}
+        for recording, value in recordings.items():
+            where = _where(path, subject, recording)
+            array = _numeric_array(value, where, "(frames, 32, 3)", rank=3)
+            if array.shape[1] not in (32, 17) or array.shape[2] != 3:
+                raise DataError(f"{where}: 3D poses have shape {array.shape}, expected (frames, 32 or 17 joints, 3)")
+            if array.shape[0] == 0:
+                raise DataError(f"{where}: the recording has no frames")
+            positions[subject][recording] = skeleton.to_17_joints(array) if array.shape[1] == 32 else array
+    return positions
+
+
+def load_positions_2d(path) -> tuple:
+    """Read a 2D archive: ({subject: {recording: [4 arrays (frames, 17, 2) float32 pixels]}}, metadata)."""
+    contents = read_npz(path)
+    data = _dict_of_dicts(_required(contents, path, "positions_2d"), path, "positions_2d")
+    metadata = contents.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path}: 'metadata' should be a dictionary, found {type(metadata).__name__}")
+    if metadata.get("num_joints", skeleton.NUM_JOINTS) != skeleton.NUM_JOINTS:
+        raise DataError(f"{path}: metadata says {metadata['num_joints']} joints, expected {skeleton.NUM_JOINTS}")
+    detections = {}
+    for subject, recordings in data.items():
+        detections[subject] = {}
+        for recording, views in recordings.items():
+            if not isinstance(views, (list, tuple)):
+                raise DataError(f"{_where(path, subject, recording)}: expected a list of 4 camera arrays, "
+                                f"found {type(views).__name__}")
+            if len(views) != skeleton.NUM_VIEWS:
+                raise DataError(f"{_where(path, subject, recording)}: 2D for {len(views)} cameras, "
+                                f"expected {skeleton.NUM_VIEWS}")
+            arrays = []
+            for camera, value in enumerate(views):
+                where = _where(path, subject, recording, camera)
+                array = _numeric_array(value, where, "(frames, 17, 2)", rank=3)
+                if array.shape[1:] != (skeleton.NUM_JOINTS, 2):
+                    raise DataError(f"{where}: 2D keypoints have shape {array.shape}, expected (frames, 17, 2)")
+                arrays.append(array)
+            detections[subject][recording] = arrays
+    return detections, metadata
+
+
+@dataclass
+class Archives:
+    """A validated pair of archives, 2D trimmed to the 3D length and the 4 views stacked.
+
+    positions_3d: {subject: {recording: (F, J, 3) float32, metres, world coordinates}}
+    positions_2d: {subject: {recording: (F, V, J, 2) float32, pixels}}
+    """
+
+    positions_3d: dict
+    positions_2d: dict
+    metadata: dict = field(default_factory=dict)
+    path_3d: str = ""
+    path_2d: str = ""
+
+    @property
+    def subjects(self) -> list:
+        return list(self.positions_3d)
+
+    def recordings(self, subject: str) -> list:
+        """The recordings of a subject, named by their archive keys ('Walking 1')."""
+        return list(self.positions_3d[subject])
+
+    def frames(self, subject: str, recording: str) -> int:
+        return len(self.positions_3d[subject][recording])
+
+    def summary(self) -> dict:
+        """{subject: {action: frames}} with the recordings of an action added up."""
+        table = {}
+        for subject, recordings in self.positions_3d.items():
+            per_action = table.setdefault(subject, {})
+            for recording, positions in recordings.items():
+                action = skeleton.action_of(recording)
+                per_action[action] = per_action.get(action, 0) + len(positions)
+        return table
+
+    def describe(self) -> str:
+        """A short summary: subjects, actions, cameras, and recordings and frames per subject."""
+        summary = self.summary()
+        actions = sorted({a for per_subject in summary.values() for a in per_subject})
+        lines = [f"3D: {self.path_3d}", f"2D: {self.path_2d}",
+                 f"{len(summary)} subjects, {len(actions)} actions, {skeleton.NUM_VIEWS} cameras",
+                 f"{'subject':8}{'recordings':>11}{'frames':>10}"]
+        for subject, per_action in summary.items():
+            lines.append(f"{subject:8}{len(self.recordings(subject)):11}{sum(per_action.values()):10}")
+        lines.append(f"{'total':8}{'':11}{sum(sum(a.values()) for a in summary.values()):10}")
+        return "\n".join(lines)
+
+
+def load_archives(data_3d, data_2d, subjects=None) -> Archives:
+    """Load and cross-check a 3D and a 2D archive (only `subjects`, or every 3D subject).
+
+    Every recording of a chosen subject must have 2D for the 4 cameras with at least as many
+    frames as its 3D; extra trailing 2D frames are trimmed, as real detections have them.
+    """
+    positions_3d = load_positions_3d(data_3d)
+    detections, metadata = load_positions_2d(data_2d)
+    chosen = list(positions_3d) if subjects is None else list(subjects)
+    stacked_3d, stacked_2d = {}, {}
+    for subject in chosen:
+        if subject not in positions_3d:
+            raise DataError(f"{data_3d}: subject {subject} is missing (found: {', '.join(positions_3d)})")
+        if subject not in detections:
+            raise DataError(f"{data_2d}: subject {subject} is missing (found: {', '.join(detections)})")
+        stacked_3d[subject], stacked_2d[subject] = {}, {}
+        for recording, poses in positions_3d[subject].items():
+            if recording not in detections[subject]:
+                raise DataError(f"{_where(data_2d, subject, recording)}: no 2D detections for this 3D recording")
+            views = detections[subject][recording]
+            for camera, view in enumerate(views):
+                if len(view) < len(poses):
+                    raise DataError(f"{_where(data_2d, subject, recording, camera)}: {len(view)} frames of 2D "
+                                    f"for {len(poses)} frames of 3D")
+            stacked_3d[subject][recording] = poses
+            stacked_2d[subject][recording] = np.stack([view[: len(poses)] for view in views], axis=1)
+        del detections[subject]  # free the unstacked copy as we go
+    return Archives(stacked_3d, stacked_2d, metadata, str(data_3d), str(data_2d))
+
+
+SYNTHETIC_FOLDER = "synthetic"  # under the data folder: where the embedded default dataset is made
+
+
+def find_archives(folder="data") -> tuple:
+    """The archives to use from `folder`: (path_3d, path_2d, "Human3.6M" or "synthetic"), or None.
+
+    Real Human3.6M archives linked into `folder` win (the CPN detections the published model was
+    trained on first, then any other detector); otherwise a synthetic set made in
+    `folder/synthetic/<preset>` (small, then full, then tiny).
+    """
+    folder = Path(folder)
+    path_3d = folder / "data_3d_h36m.npz"
+    if path_3d.exists():
+        preferred = folder / "data_2d_h36m_cpn_ft_h36m_dbb.npz"
+        others = sorted(p for p in folder.glob("data_2d_h36m_*.npz") if "synthetic" not in p.name)
+        if preferred.exists() or others:
+            return path_3d, preferred if preferred.exists() else others[0], "Human3.6M"
+    for synthetic in [folder / SYNTHETIC_FOLDER / preset for preset in ("small", "full", "tiny")]:
+        if (synthetic / "data_3d_h36m.npz").exists() and (synthetic / "data_2d_h36m_synthetic.npz").exists():
+            return synthetic / "data_3d_h36m.npz", synthetic / "data_2d_h36m_synthetic.npz", "synthetic"
+    return None

@@ -1,0 +1,58 @@
+"""iivformer.config: the published recipe written once, profiles as overrides, one builder."""
+import ast
+from pathlib import Path
+
+import pytest
+
+from iivformer import config
+from iivformer.config import ModelConfig, TrainConfig
+from iivformer.errors import IIVFormerError
+
+PACKAGE = Path(__file__).resolve().parent.parent / "iivformer"
+
+
+def test_without_a_profile_the_published_recipe_holds():
+    built = config.training_config()
+    assert built.to_dict() == TrainConfig().to_dict()
+    assert (built.batch_size, built.epochs, built.lr, built.seed) == (1024, 100, 0.0004, 42)
+    assert (built.model.embed_dim_ratio, built.model.depth, built.model.num_heads) == (32, 4, 8)
+
+
+def test_the_paper_profile_is_the_published_recipe_unchanged():
+    assert config.training_config("paper").to_dict() == TrainConfig().to_dict()
+
+
+def test_profiles_override_and_flags_override_profiles():
+    ci = config.training_config("ci")
+    assert (ci.epochs, ci.batch_size, ci.lr) == (2, 64, 0.004)
+    assert (ci.model.embed_dim_ratio, ci.model.depth, ci.model.num_heads) == (8, 2, 2)
+    assert ci.seed == TrainConfig().seed and ci.model.num_view == ModelConfig().num_view  # not overridden
+    flagged = config.training_config("ci", epochs=3, lr=None, depth=1, device="cpu")
+    assert (flagged.epochs, flagged.lr, flagged.model.depth, flagged.device) == (3, 0.004, 1, "cpu")
+
+
+def test_unknown_profile_and_settings_are_one_line_errors():
+    with pytest.raises(IIVFormerError, match="unknown profile 'fast': choose one of ci, default, paper"):
+        config.training_config("fast")
+    with pytest.raises(IIVFormerError, match="unknown settings: speed"):
+        config.training_config(speed=2)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(num_heads=3), "num_heads 3 does not divide embed_dim_ratio 32"),
+    (dict(seed=2 ** 32), "seed must be below 2\\*\\*32"),
+    (dict(depth=0), "depth must be a positive integer"),
+    (dict(lr=float("nan")), "lr must be a positive number"),
+])
+def test_values_that_cannot_train_are_refused_before_any_work(overrides, message):
+    with pytest.raises(IIVFormerError, match=message):
+        config.training_config(**overrides)
+
+
+def test_the_published_numbers_are_written_once_in_the_package():
+    """The recipe's learning rate appears once in iivformer/ (text and code), its batch size only in config.py."""
+    texts = {path.relative_to(PACKAGE).as_posix(): path.read_text() for path in PACKAGE.rglob("*.py")}
+    assert sum(text.count("0.0004") for text in texts.values()) == 1 and "0.0004" in texts["config.py"]
+    batch_literals = [name for name, text in texts.items() for node in ast.walk(ast.parse(text))
+                      if isinstance(node, ast.Constant) and type(node.value) is int and node.value == 1024]
+    assert batch_literals == ["config.py"]
