@@ -3,7 +3,7 @@
     python tools/run_notebooks.py [--profile ci|default|paper] [--timeout SECONDS] [NOTEBOOK ...]
 
 Each notebook runs on a fresh kernel with notebooks/ as its working folder and the chosen
-profile in IIVFORMER_PROFILE; the executed copy (outputs included) goes to outputs/notebooks/.
+profile in IIVFORMER_PROFILE; the executed copy (outputs included) goes to outputs/<profile>/notebooks/.
 A failure stops the run with one line naming the notebook and the cell, and a non-zero status.
 A cell that does not answer within --timeout seconds (1800; no limit for the paper profile) gets
 its notebook run again once on a fresh kernel (--retries): rare lost kernel messages look like that.
@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default: 1800, none for the paper "
                                                      "profile, whose training cell runs for hours)")
     parser.add_argument("--retries", type=int, default=1, help="runs again of a notebook whose cell timed out")
-    parser.add_argument("--out", default=str(ROOT / "outputs" / "notebooks"), help="folder for executed copies")
+    parser.add_argument("--out", help="folder for executed copies (default: outputs/<profile>/notebooks)")
     args = parser.parse_args(argv)
     if args.profile:
         os.environ["IIVFORMER_PROFILE"] = args.profile
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     print(f"running {len(paths)} notebooks with IIVFORMER_PROFILE={profile}", flush=True)
     started = time.perf_counter()
     timeout = args.timeout if args.timeout else (None if profile == "paper" else 1800)
-    status = run(paths, Path(args.out), timeout, args.retries)
+    out = Path(args.out) if args.out else Path(os.environ["IIVFORMER_ROOT"]) / "outputs" / profile / "notebooks"
+    status = run(paths, out, timeout, args.retries)
     if status == 0:
         print(f"all {len(paths)} notebooks ran in {time.perf_counter() - started:.0f} s", flush=True)
     return status
