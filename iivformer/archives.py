@@ -5,13 +5,13 @@ frame) and a 2D file (``positions_2d``: subject -> recording -> 4 arrays (F, 17,
 camera). A recording is named by its archive key, such as ``"Walking 1"``; its action is the text
 before the first space.
 
-The archives hold pickled dictionaries. Unpickling can run code, so :func:`read_npz` reads them
-with a restricted unpickler that can only build numpy arrays, dicts, lists, tuples, strings and
-numbers; anything else is refused with a :class:`DataError`. :func:`load_archives` validates and
+The archives hold pickled dictionaries. Unpickling can run code, so they are read by
+:func:`iivformer.npz.read_npz`, which builds plain data only (numeric arrays, dicts, lists, tuples,
+strings, numbers) and reads only the members asked for; anything else is refused with a
+:class:`DataError`. :func:`load_archives` validates and
 cross-checks a pair, trims the 2D to the 3D length and stacks the views; :func:`find_archives`
 finds the pair to use in a data folder.
 """
-import pickle
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,88 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from iivformer import skeleton
-from iivformer.errors import DataError, one_line
-
-# ---------------------------------------------------------------------------------------------
-# Safe reading of .npz archives
-# ---------------------------------------------------------------------------------------------
-
-# The only globals a pickled VideoPose3D archive needs: numpy's array reconstruction.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _PlainDataUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and built-in containers only; every other global is refused."""
-
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refused to load the pickled object {module}.{name}")
-
-
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo):
-    """Read one .npy member of an .npz; object arrays go through the restricted unpickler."""
-    with archive.open(info) as stream:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-        if dtype.hasobject:
-            value = _PlainDataUnpickler(stream).load()
-            if not isinstance(value, np.ndarray):
-                raise ValueError("the pickled member is not an array")
-            return value
-        count = int(np.prod(shape, dtype=np.int64))
-        if count * dtype.itemsize > info.file_size:
-            raise ValueError(f"member {info.filename!r} is truncated")
-        array = np.frombuffer(stream.read(count * dtype.itemsize), dtype=dtype, count=count)
-        array = array.reshape(shape[::-1]).transpose() if fortran_order else array.reshape(shape)
-        return array.copy()
-
-
-def read_npz(path) -> dict:
-    """Read every array of an .npz archive safely. Returns {name: array}; 0-d object arrays are
-    unwrapped to their content (the pickled dictionaries of the VideoPose3D format).
-
-    Raises :class:`DataError` (one line naming the file) for a missing, empty, truncated or
-    non-archive file, and for any pickled object other than plain data.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected an .npz archive")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    contents = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                value = _read_member(archive, info)
-                contents[name] = value.item() if value.dtype.hasobject and value.ndim == 0 else value
-    except zipfile.BadZipFile:
-        raise DataError(f"{path}: not an .npz archive (not a zip file, or truncated)") from None
-    except pickle.UnpicklingError as error:
-        raise DataError(f"{path}: {one_line(error)}; only plain arrays, dicts, lists, strings and "
-                        "numbers are accepted") from None
-    except (MemoryError, RecursionError) as error:
-        raise DataError(f"{path}: damaged archive ({type(error).__name__})") from None
-    except Exception as error:  # zlib, EOF, header and shape errors of a damaged file
-        raise DataError(f"{path}: damaged archive ({type(error).__name__}: {one_line(error)})") from None
-    if not contents:
-        raise DataError(f"{path}: the archive holds no arrays")
-    return contents
-
+from iivformer.errors import DataError, printable
+from iivformer.files import sha256
+from iivformer.npz import read_npz
 
 # ---------------------------------------------------------------------------------------------
 # Validation and loading
@@ -117,17 +38,28 @@ def _where(path, subject=None, recording=None, camera=None) -> str:
     return ", ".join(parts)
 
 
-def _numeric_array(value, where: str, shape_text: str, rank: int) -> np.ndarray:
+MAX_METRES = 1e3  # a 3D position beyond a kilometre from the origin is not a person in a room
+MAX_PIXELS = 1e6
+
+
+def _numeric_array(value, where: str, shape_text: str, rank: int, limit: float, unit: str) -> np.ndarray:
+    """`value` as a finite float32 array of the given rank, its magnitudes at most `limit`."""
     if not isinstance(value, np.ndarray):
         raise DataError(f"{where}: expected a {shape_text} array, found {type(value).__name__}")
     if value.dtype.kind not in "fiu":
         raise DataError(f"{where}: expected numbers, found dtype {value.dtype}")
     if value.ndim != rank:
         raise DataError(f"{where}: expected a {shape_text} array, found shape {value.shape}")
-    array = value.astype(np.float32, copy=False)
-    bad = np.count_nonzero(~np.isfinite(array))
+    bad = np.count_nonzero(~np.isfinite(value)) if value.dtype.kind == "f" else 0
     if bad:
         raise DataError(f"{where}: {bad} non-finite values (NaN or infinite)")
+    with np.errstate(over="ignore"):  # checked just below
+        array = value.astype(np.float32, copy=False)
+    if value.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DataError(f"{where}: values too large for float32 (up to {np.abs(value).max():.3g})")
+    if array.size and np.abs(array).max() > limit:
+        raise DataError(f"{where}: values up to {np.abs(array).max():.3g} {unit}, beyond {limit:g} {unit}; "
+                        "are the units right?")
     return array
 
 
@@ -145,21 +77,23 @@ def _dict_of_dicts(value, path, key) -> dict:
 
 def _required(contents: dict, path, key: str):
     if key not in contents:
-        found = ", ".join(sorted(contents)) or "nothing"
-        raise DataError(f"{path}: missing key {key!r} (found: {found}); is this a VideoPose3D archive?")
+        with zipfile.ZipFile(path) as archive:  # read_npz opened it already: a valid zip
+            names = sorted(name[:-4] if name.endswith(".npy") else name for name in archive.namelist())
+        raise DataError(f"{path}: missing key {key!r} (found: {_listing(names)}); is this a VideoPose3D archive?")
     return contents[key]
 
 
 def load_positions_3d(path) -> dict:
     """Read a 3D archive: {subject: {recording: (frames, 17, 3) float32 metres, world}} (32-joint
     motion capture reduced to the 17 joints the model uses)."""
-    data = _dict_of_dicts(_required(read_npz(path), path, "positions_3d"), path, "positions_3d")
+    contents = read_npz(path, members=("positions_3d",))
+    data = _dict_of_dicts(_required(contents, path, "positions_3d"), path, "positions_3d")
     positions = {}
     for subject, recordings in data.items():
         positions[subject] = {}
         for recording, value in recordings.items():
             where = _where(path, subject, recording)
-            array = _numeric_array(value, where, "(frames, 32, 3)", rank=3)
+            array = _numeric_array(value, where, "(frames, 32, 3)", 3, MAX_METRES, "m")
             if array.shape[1] not in (32, 17) or array.shape[2] != 3:
                 raise DataError(f"{where}: 3D poses have shape {array.shape}, expected (frames, 32 or 17 joints, 3)")
             if array.shape[0] == 0:
@@ -170,7 +104,7 @@ def load_positions_3d(path) -> dict:
 
 def load_positions_2d(path) -> tuple:
     """Read a 2D archive: ({subject: {recording: [4 arrays (frames, 17, 2) float32 pixels]}}, metadata)."""
-    contents = read_npz(path)
+    contents = read_npz(path, members=("positions_2d", "metadata"))
     data = _dict_of_dicts(_required(contents, path, "positions_2d"), path, "positions_2d")
     metadata = contents.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -190,7 +124,7 @@ def load_positions_2d(path) -> tuple:
             arrays = []
             for camera, value in enumerate(views):
                 where = _where(path, subject, recording, camera)
-                array = _numeric_array(value, where, "(frames, 17, 2)", rank=3)
+                array = _numeric_array(value, where, "(frames, 17, 2)", 3, MAX_PIXELS, "px")
                 if array.shape[1:] != (skeleton.NUM_JOINTS, 2):
                     raise DataError(f"{where}: 2D keypoints have shape {array.shape}, expected (frames, 17, 2)")
                 arrays.append(array)
@@ -237,11 +171,11 @@ class Archives:
         """A short summary: subjects, actions, cameras, and recordings and frames per subject."""
         summary = self.summary()
         actions = sorted({a for per_subject in summary.values() for a in per_subject})
-        lines = [f"3D: {self.path_3d}", f"2D: {self.path_2d}",
+        lines = [f"3D: {printable(self.path_3d)}", f"2D: {printable(self.path_2d)}",
                  f"{len(summary)} subjects, {len(actions)} actions, {skeleton.NUM_VIEWS} cameras",
                  f"{'subject':8}{'recordings':>11}{'frames':>10}"]
         for subject, per_action in summary.items():
-            lines.append(f"{subject:8}{len(self.recordings(subject)):11}{sum(per_action.values()):10}")
+            lines.append(f"{printable(subject):8}{len(self.recordings(subject)):11}{sum(per_action.values()):10}")
         lines.append(f"{'total':8}{'':11}{sum(sum(a.values()) for a in summary.values()):10}")
         return "\n".join(lines)
 
@@ -254,13 +188,16 @@ def load_archives(data_3d, data_2d, subjects=None) -> Archives:
     """
     positions_3d = load_positions_3d(data_3d)
     detections, metadata = load_positions_2d(data_2d)
+    _check_pair(data_3d, data_2d, metadata)
     chosen = list(positions_3d) if subjects is None else list(subjects)
     stacked_3d, stacked_2d = {}, {}
     for subject in chosen:
         if subject not in positions_3d:
-            raise DataError(f"{data_3d}: subject {subject} is missing (found: {', '.join(positions_3d)})")
+            raise DataError(f"{data_3d}: subject {subject} is missing (found: {_listing(positions_3d)})")
         if subject not in detections:
-            raise DataError(f"{data_2d}: subject {subject} is missing (found: {', '.join(detections)})")
+            raise DataError(f"{data_2d}: subject {subject} is missing (found: {_listing(detections)})")
+        if not positions_3d[subject]:
+            raise DataError(f"{data_3d}: subject {subject} has no recordings")
         stacked_3d[subject], stacked_2d[subject] = {}, {}
         for recording, poses in positions_3d[subject].items():
             if recording not in detections[subject]:
@@ -274,6 +211,22 @@ def load_archives(data_3d, data_2d, subjects=None) -> Archives:
             stacked_2d[subject][recording] = np.stack([view[: len(poses)] for view in views], axis=1)
         del detections[subject]  # free the unstacked copy as we go
     return Archives(stacked_3d, stacked_2d, metadata, str(data_3d), str(data_2d))
+
+
+def _listing(names) -> str:
+    return ", ".join(map(str, names)) or "nothing"
+
+
+PAIR_KEY = "positions_3d_sha256"  # in a 2D archive's metadata: the 3D archive it was made from
+
+
+def _check_pair(data_3d, data_2d, metadata: dict) -> None:
+    """Refuse a 2D archive whose metadata names another 3D archive than `data_3d` (a pair broken by
+    a run killed between its two writes, or archives of two different runs)."""
+    expected = metadata.get(PAIR_KEY)
+    if expected is not None and expected != sha256(data_3d):
+        raise DataError(f"{data_2d}: was made from another 3D archive than {data_3d} (a pair from two runs); "
+                        "make the pair again (iivformer synth)")
 
 
 SYNTHETIC_FOLDER = "synthetic"  # under the data folder: where the embedded default dataset is made

@@ -29,3 +29,22 @@ class TrainingInterrupted(IIVFormerError):
 def one_line(text) -> str:
     """Fold any whitespace (newlines from a library's message included) into single spaces."""
     return " ".join(str(text).split())
+
+
+def printable(text) -> str:
+    """`text` with control characters (newlines, terminal escape sequences) shown as escapes such as
+    ``\\x1b``, so that names read from a file cannot move the cursor or recolour a terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def short(value, limit: int = 60) -> str:
+    """`value` shown in a message: the repr of a scalar or string (cut at `limit` characters),
+    else its type and length or shape, so a huge or deeply nested value never makes a huge message."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        text = repr(value)
+        return text if len(text) <= limit else text[:limit] + "..."
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__} of {len(value)}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # a tensor or an array
+        return f"a {value.dtype} {type(value).__name__} of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
