@@ -13,9 +13,17 @@ Layout (``version`` 1)::
 Only tensors, dicts, lists, tuples, strings, numbers, booleans and None are stored, so loading
 never needs to run code from the file. A plain state dict (the published ``cpn.pth``) is accepted
 too and returned as ``{"format": "state_dict", "best_state_dict": ..., "model_config": ...}``.
+
+Loading checks, in this order, each failure one :class:`CheckpointError` line naming the file: a
+regular file; for a zip archive, the sizes its directory declares (at most ``IIVFORMER_MAX_ARCHIVE_GB``
+GiB in all, 4 by default) and then its checksums; every tensor a CPU tensor without repeated
+elements; the model config (within :data:`iivformer.config.MODEL_LIMITS`, at most
+:data:`iivformer.config.MAX_PARAMETERS` parameters) and every
+weight's shape, from a model built on the meta device (which allocates nothing); then the weights'
+values (floating point, finite) and the stored normalisation (:mod:`iivformer.weights`).
+:func:`load_for_resume` then checks the training state (:mod:`iivformer.resume`).
 """
 import pickletools
-import random
 import re
 import warnings
 import zipfile
@@ -26,20 +34,19 @@ import numpy as np
 import torch
 
 from iivformer import runtime
-from iivformer.errors import CheckpointError, IIVFormerError, one_line
-from iivformer.files import atomic_write
+from iivformer.errors import CheckpointError, IIVFormerError, one_line, short
+from iivformer.files import atomic_write, open_regular_file
 from iivformer.model import IIVFormer, ModelConfig
+from iivformer.resume import Damaged, check_last_epoch, check_training_state
+from iivformer.npz import LIMIT_VARIABLE, byte_limit
+from iivformer.resume import capture_rng_state, restore_rng_state  # noqa: F401 - part of this module's interface
+from iivformer.weights import check_normalization, key_text
+from iivformer.weights import check_tensors, check_weights, expected_shapes, fit_weights, infer_model_config, \
+    model_config_from
 
 FORMAT = "iivformer-checkpoint"
 VERSION = 1
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
-_SHAPE_FIELDS = ("num_view", "num_joints", "in_chans", "embed_dim_ratio", "depth", "mlp_ratio", "qkv_bias")
-
-
-def _names(keys, limit=6) -> str:
-    keys = sorted(keys)
-    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def _check_plain(value, where="checkpoint") -> None:
@@ -68,21 +75,51 @@ def save_checkpoint(path, checkpoint: dict) -> None:
     atomic_write(path, write)
 
 
+# ------------------------------------------------------------------ reading the file
+def _check_file(path: Path) -> None:
+    """A regular, non-empty file: a folder, a device such as /dev/zero or a FIFO is refused unread."""
+    open_regular_file(path, CheckpointError, "a checkpoint file").close()
+
+
+def _check_archive(path: Path) -> None:
+    """The sizes a zip archive's directory declares, within :func:`iivformer.npz.byte_limit`, then its CRCs."""
+    limit = byte_limit()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = 0
+            for info in archive.infolist():
+                total += info.file_size
+                if total > limit:
+                    so_far = f" (with the members before it, {total:,})" if total != info.file_size else ""
+                    raise CheckpointError(
+                        f"{path}: archive member {key_text(info.filename)} unpacks to {info.file_size:,} bytes"
+                        f"{so_far}, "
+                        f"more than the limit of {limit / 2 ** 30:g} GiB; set {LIMIT_VARIABLE} to a larger number "
+                        "of GiB to read it")
+            bad = archive.testzip()  # the CRCs catch damaged bytes torch itself would not notice
+    except CheckpointError:
+        raise
+    except Exception as error:  # noqa: BLE001 - damaged zip directories fail in many ways
+        raise CheckpointError(f"{path}: truncated or damaged ({type(error).__name__} in the zip archive)") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: damaged (checksum error in {key_text(bad)})")
+
+
 def _torch_load(path: Path, map_location):
-    with open(path, "rb") as stream:
-        head = stream.read(4)
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
     if head == b"PK\x03\x04":
         if not zipfile.is_zipfile(path):
             raise CheckpointError(f"{path}: truncated or damaged (the zip archive is incomplete)")
-        try:
-            with zipfile.ZipFile(path) as archive:
-                bad = archive.testzip()  # the CRCs catch damaged bytes torch itself would not notice
-        except Exception as error:  # noqa: BLE001 - damaged zip directories fail in many ways
-            raise CheckpointError(f"{path}: truncated or damaged ({type(error).__name__} in the zip archive)") from None
-        if bad is not None:
-            raise CheckpointError(f"{path}: damaged (checksum error in {bad})")
+        _check_archive(path)
     elif not head.startswith(b"\x80"):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    elif path.stat().st_size > byte_limit():
+        raise CheckpointError(f"{path}: {path.stat().st_size:,} bytes, more than the limit of "
+                              f"{byte_limit() / 2 ** 30:g} GiB; set {LIMIT_VARIABLE} to a larger number of GiB")
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
             warnings.simplefilter("ignore", UserWarning)
@@ -93,8 +130,9 @@ def _torch_load(path: Path, map_location):
             found = re.search(r"GLOBAL ([\w.]+)", text)
             callable_name = found.group(1) if found else _first_global(path)
             if callable_name:
-                raise CheckpointError(f"{path}: refused: the file contains objects that would run code when "
-                                      f"loaded ({callable_name}); only tensors and plain data are accepted") from None
+                raise CheckpointError(f"{path}: refused: the file contains objects that would run code when loaded "
+                                      f"({key_text(callable_name)}); only tensors and plain data are accepted"
+                                      ) from None
             operand = re.search(r"Unsupported operand \d+", text)
             text = f"not a readable pickle: {operand.group(0).lower()}" if operand else "not a readable pickle"
             raise CheckpointError(f"{path}: truncated or damaged ({text})") from None
@@ -126,79 +164,53 @@ def _is_state_dict(value) -> bool:
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint (weights-only: no code from the file runs). Every problem is one
-    :class:`CheckpointError` line naming the file."""
+    """Read a checkpoint (weights-only: no code from the file runs) and check it as the module
+    docstring says. Every problem is one :class:`CheckpointError` line naming the file."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: file not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
+    _check_file(path)
     value = _torch_load(path, map_location)
+    check_tensors(value, path)
     if _is_state_dict(value):
         state = OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in value.items())
         config = infer_model_config(state, source=str(path))
+        check_weights(state, path)
         return {"format": "state_dict", "best_state_dict": state, "model_config": config.to_dict()}
     if not isinstance(value, dict) or value.get("format") != FORMAT:
         kind = "a dict without tensors" if isinstance(value, dict) else f"a {type(value).__name__}"
         raise CheckpointError(f"{path}: neither an IIVFormer checkpoint nor a state dict (found {kind})")
     if not isinstance(value.get("version"), int) or value["version"] > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {value.get('version')!r}; this "
+        raise CheckpointError(f"{path}: checkpoint format version {short(value.get('version'))}; this "
                               f"version of iivformer reads version {VERSION}")
     missing = [k for k in ("model_config", "best_state_dict") if k not in value]
     if missing:
         raise CheckpointError(f"{path}: the checkpoint lacks {', '.join(missing)}")
-    if not _is_state_dict(value["best_state_dict"]) or not isinstance(value["model_config"], dict):
-        raise CheckpointError(f"{path}: the checkpoint's best_state_dict or model_config is damaged")
-    try:
-        ModelConfig.from_dict(value["model_config"])
-    except (IIVFormerError, TypeError) as error:
-        raise CheckpointError(f"{path}: {one_line(error)}") from None
+    _check_contents(value, path)
     return value
 
 
-def infer_model_config(state_dict, source="state dict") -> ModelConfig:
-    """The :class:`ModelConfig` whose weights have these shapes (num_heads, which no shape
-    shows, is 8 when the width allows it; drop rates keep their defaults)."""
-    def fail(detail):
-        raise CheckpointError(f"{source}: is not an IIVFormer state dict ({detail})")
-
-    keys = set(state_dict)
-    if "Intra_pos_embed" not in keys or "Inter_pos_embed" not in keys:
-        foreign = [k for k in keys if not k.startswith(("Intra_", "Inter_", "weighted_mean", "head", "pos_"))]
-        fail(f"unexpected keys: {_names(foreign or keys)}")
-    intra, inter = state_dict["Intra_pos_embed"].shape, state_dict["Inter_pos_embed"].shape
-    if len(intra) != 3 or len(inter) != 3:
-        fail(f"position embeddings of shapes {tuple(intra)} and {tuple(inter)}")
-    joints, width, views = intra[1], intra[2], inter[1]
-    depth = len({int(m.group(1)) for k in keys if (m := re.match(r"Intra_blocks\.(\d+)\.", k))})
-    embedding, fc1 = state_dict.get("Intra_patch_to_embedding.weight"), state_dict.get("Intra_blocks.0.mlp.fc1.weight")
-    if embedding is None or fc1 is None or embedding.ndim != 2 or fc1.ndim != 2:
-        fail("no patch embedding or no MLP in block 0")
-    in_chans, mlp_ratio = embedding.shape[1], fc1.shape[0] / width
-    heads = next(h for h in (8, 4, 2, 1) if width % h == 0)
-    try:
-        config = ModelConfig(num_view=views, num_joints=joints, in_chans=in_chans, embed_dim_ratio=width,
-                             depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
-                             qkv_bias="Intra_blocks.0.attn.qkv.bias" in keys)
-    except IIVFormerError as error:
-        fail(one_line(error))
-    expected = IIVFormer(config).state_dict()  # ~50 ms even at the published size
-    unexpected, missing = keys - set(expected), set(expected) - keys
-    if unexpected or missing:
-        fail("; ".join(f"{what} keys: {_names(names)}" for what, names in
-                       (("unexpected", unexpected), ("missing", missing)) if names))
-    wrong = [k for k in expected if tuple(expected[k].shape) != tuple(state_dict[k].shape)]
-    if wrong:
-        fail(f"unexpected shapes of {_names(wrong)}")
-    return config
+def _check_contents(value: dict, path: Path) -> None:
+    """The weights of a project checkpoint fit its model config and are finite; its normalisation is usable."""
+    if not _is_state_dict(value["best_state_dict"]) or not isinstance(value["model_config"], dict):
+        raise CheckpointError(f"{path}: the checkpoint's best_state_dict or model_config is damaged")
+    config = model_config_from(value["model_config"], path)
+    fit_weights(value["best_state_dict"], config, "in its model config", path)
+    check_weights(value["best_state_dict"], path, " of best_state_dict")
+    if "last" in value:
+        last = value["last"]
+        if not isinstance(last, dict) or not _is_state_dict(last.get("state_dict")):
+            raise CheckpointError(f"{path}: the checkpoint's last must be a dict with the weights last.state_dict, "
+                                  f"not {short(last)}")
+        fit_weights(last["state_dict"], config, "in its model config", path)
+        check_weights(last["state_dict"], path, " of last.state_dict")
+    if value.get("normalization") is not None:
+        check_normalization(value["normalization"], config, path)
 
 
 def build_model(checkpoint: dict, which="best", config: ModelConfig = None, source="checkpoint") -> IIVFormer:
     """The model of a loaded checkpoint with its `which` ("best" or "last") weights, loaded
     strictly. `config` forces a model config; sizes that differ from the file's weights are a
-    :class:`CheckpointError` naming them (`source`, e.g. the file name, starts the message)."""
+    :class:`CheckpointError` naming them (`source`, e.g. the file name, starts the message).
+    Every shape is checked before the model is built."""
     if which == "best":
         state = checkpoint["best_state_dict"]
     elif which == "last":
@@ -207,16 +219,8 @@ def build_model(checkpoint: dict, which="best", config: ModelConfig = None, sour
         state = checkpoint["last"]["state_dict"]
     else:
         raise CheckpointError(f"which must be 'best' or 'last', not {which!r}")
-    try:
-        requested = config if config is not None else ModelConfig.from_dict(checkpoint["model_config"])
-    except (IIVFormerError, TypeError) as error:
-        raise CheckpointError(f"{source}: {one_line(error)}") from None
-    label = "requested" if config is not None else "in its model config"
-    found = infer_model_config(state, source=source)
-    differ = [f"{name} {getattr(found, name)} in the file, {getattr(requested, name)} {label}"
-              for name in _SHAPE_FIELDS if getattr(found, name) != getattr(requested, name)]
-    if differ:
-        raise CheckpointError(f"{source}: the weights do not fit the model: {'; '.join(differ)}")
+    requested = model_config_from(checkpoint["model_config"], source) if config is None else config
+    fit_weights(state, requested, "requested" if config is not None else "in its model config", source)
     try:
         model = IIVFormer(requested)
         model.load_state_dict(state, strict=True)
@@ -257,43 +261,27 @@ def training_checkpoint(config, normalization, model, optimizer, epoch, best, hi
     }
 
 
-def capture_rng_state() -> dict:
-    """Every random-number state a training step draws from (Python, numpy, torch, CUDA)."""
-    version, state, gauss = random.getstate()
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    return {"python": [version, list(state), gauss],
-            "numpy": [name, keys.tolist(), int(position), int(has_gauss), float(cached)],
-            "torch": torch.get_rng_state(), "cuda": list(cuda)}
-
-
-def restore_rng_state(rng: dict) -> None:
-    """Put back the states :func:`capture_rng_state` took."""
-    version, state, gauss = rng["python"]
-    random.setstate((version, tuple(state), gauss))
-    name, keys, position, has_gauss, cached = rng["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
-    torch.set_rng_state(rng["torch"].cpu())
-    if rng["cuda"] and torch.cuda.is_available():
-        for index, state in enumerate(rng["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state.cpu(), index)
-
-
 def load_for_resume(path, config, normalization) -> dict:
     """The checkpoint at `path` if a run with `config` on data normalised by `normalization` can
-    continue from it; else one IIVFormerError line naming every difference."""
+    continue from it; else one IIVFormerError line naming every difference, or the first field of
+    the training state that training could not use (:func:`iivformer.resume.check_training_state`)."""
     path = Path(path)
     if not path.exists():
         raise IIVFormerError(f"cannot resume: {path} not found")
     saved = load_checkpoint(path)
     if "last" not in saved or "train_config" not in saved:
         raise IIVFormerError(f"cannot resume: {path} holds weights only, no training state")
+    if not isinstance(saved["train_config"], dict) or not isinstance(saved.get("normalization"), dict):
+        raise CheckpointError(f"cannot resume from {path}: train_config or normalization is damaged or missing")
+    try:
+        done = check_last_epoch(saved["last"])
+    except Damaged as damaged:
+        raise CheckpointError(f"cannot resume from {path}: {damaged}") from None
     before, now = saved["train_config"], config.to_dict()
-    differ = [f"{key} {before.get(key)} in the checkpoint, {now[key]} now"
-              for key in ("batch_size", "lr", "seed", "select_on") if before.get(key) != now[key]]
+    differ = [f"{key} {_shown(before.get(key))} in the checkpoint, {now[key]} now"
+              for key in ("batch_size", "lr", "seed", "select_on") if not _equal(before.get(key), now[key])]
     differ += [f"{key} {saved['model_config'].get(key)} in the checkpoint, {value} now"
                for key, value in now["model"].items() if saved["model_config"].get(key) != value]
-    done = saved["last"]["epoch"]
     if config.epochs < done:
         differ.append(f"epochs {config.epochs} now, but the checkpoint has completed {done}")
     stored = saved["normalization"]
@@ -302,4 +290,15 @@ def load_for_resume(path, config, normalization) -> dict:
         differ.append("the training data's normalisation differs (other archives or training subjects)")
     if differ:
         raise IIVFormerError(f"cannot resume from {path}: {'; '.join(differ)}")
+    shapes = list(expected_shapes(config.model, path).values())
+    check_training_state(saved, config.select_on, config.lr, shapes, path)
     return saved
+
+
+def _shown(value) -> str:
+    return str(value) if isinstance(value, (str, int, float)) and len(str(value)) <= 60 else short(value)
+
+
+def _equal(stored, now) -> bool:
+    """A stored scalar setting equals the current one (a stored container or tensor never does)."""
+    return isinstance(stored, (str, int, float)) and type(stored) is not bool and stored == now

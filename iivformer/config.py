@@ -15,9 +15,17 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from iivformer.errors import IIVFormerError
+from iivformer.errors import IIVFormerError, short
 
 SELECT_ON = ("test", "val")  # which split picks the best epoch
+MAX_PARAMETERS = 10 ** 9  # ~100x the published model; beyond it a configuration is a mistake or an attack
+MODEL_LIMITS = {"num_view": 1024, "num_joints": 4096, "in_chans": 1024, "embed_dim_ratio": 65536, "depth": 128,
+                "num_heads": 65536}  # beyond these a configuration is damage, not a model
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
+        and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,46 @@ class ModelConfig:
     drop_path_rate: float = 0.1
 
     def __post_init__(self):
-        for name in ("num_view", "num_joints", "in_chans", "embed_dim_ratio", "depth", "num_heads"):
+        """Refuse (one IIVFormerError line) a value of the wrong type or beyond :data:`MODEL_LIMITS`,
+        and a model above :data:`MAX_PARAMETERS`, before anything is built."""
+        for name, limit in MODEL_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-                raise IIVFormerError(f"model {name} must be a positive integer, not {value!r}")
+                raise IIVFormerError(f"model {name} must be a positive integer, not {short(value)}")
+            if value > limit:
+                raise IIVFormerError(f"model {name} {value} is above the limit of {limit}")
         if self.embed_dim_ratio % self.num_heads:  # then it divides the inter-view width J*C too
             raise IIVFormerError(f"model num_heads {self.num_heads} does not divide embed_dim_ratio "
                                  f"{self.embed_dim_ratio}")
+        if not _is_number(self.mlp_ratio) or not 0 < self.mlp_ratio <= 64 or int(self.embed_dim_ratio * self.mlp_ratio) < 1:
+            raise IIVFormerError(f"model mlp_ratio must be a number in (0, 64] leaving hidden units, "
+                                 f"not {short(self.mlp_ratio)}")
+        if not isinstance(self.qkv_bias, bool):
+            raise IIVFormerError(f"model qkv_bias must be true or false, not {short(self.qkv_bias)}")
+        if self.qk_scale is not None and (not _is_number(self.qk_scale) or self.qk_scale <= 0):
+            raise IIVFormerError(f"model qk_scale must be None or a positive number, not {short(self.qk_scale)}")
+        for name in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not _is_number(getattr(self, name)) or not 0 <= getattr(self, name) < 1:
+                raise IIVFormerError(f"model {name} must be a number in [0, 1), not {short(getattr(self, name))}")
+        count = self.parameter_count()
+        if count > MAX_PARAMETERS:
+            raise IIVFormerError(f"the model would have {count:,} parameters (more than {MAX_PARAMETERS:,}): "
+                                 f"embed_dim_ratio {self.embed_dim_ratio}, depth {self.depth}, "
+                                 f"{self.num_joints} joints, {self.num_view} views")
+
+    def parameter_count(self) -> int:
+        """The number of parameters of IIVFormer with this configuration, computed without building it."""
+        C, J, V = self.embed_dim_ratio, self.num_joints, self.num_view
+
+        def block(width: int) -> int:
+            hidden = int(width * self.mlp_ratio)
+            attention = width * 3 * width + (3 * width if self.qkv_bias else 0) + width * width + width
+            return 4 * width + attention + width * hidden + hidden + hidden * width + width
+
+        embedding = self.in_chans * C + C + J * C + V * J * C
+        stacks = self.depth * (block(C) + block(J * C)) + 2 * C + 2 * J * C
+        head = (V + 1) + 2 * J * C + J * C * 3 * J + 3 * J
+        return embedding + stacks + head
 
     def to_dict(self) -> dict:
         return asdict(self)

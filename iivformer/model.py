@@ -117,7 +117,7 @@ class IIVFormer(nn.Module):
         self.Inter_pos_embed = nn.Parameter(torch.zeros(1, V, view_dim))
         self.pos_drop = nn.Dropout(c.drop_rate)
 
-        rates = [r.item() for r in torch.linspace(0, c.drop_path_rate, c.depth)]
+        rates = torch.linspace(0, c.drop_path_rate, c.depth, device="cpu").tolist()  # CPU: also under a meta device
         block_args = dict(num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
                           qk_scale=c.qk_scale, drop=c.drop_rate, attn_drop=c.attn_drop_rate)
         self.Intra_blocks = nn.ModuleList([Block(C, drop_path=r, **block_args) for r in rates])

@@ -9,7 +9,7 @@ from published_recipe import recipe_state_dict
 
 from iivformer import checkpoint as ck
 from iivformer.prepare import Normalization
-from iivformer.errors import CheckpointError
+from iivformer.errors import CheckpointError, IIVFormerError
 from iivformer.model import IIVFormer, ModelConfig
 
 SMALL = ModelConfig(embed_dim_ratio=16, depth=2, num_heads=4)
@@ -84,7 +84,7 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", half_save)
-    with pytest.raises(OSError):
+    with pytest.raises(IIVFormerError, match="cannot write .*run.pth: disk full; the previous file, if any, is unchanged"):
         ck.save_checkpoint(path, small_checkpoint(seed=1))
     monkeypatch.undo()
     assert path.read_bytes() == before

@@ -50,9 +50,26 @@ def test_values_that_cannot_train_are_refused_before_any_work(overrides, message
 
 
 def test_the_published_numbers_are_written_once_in_the_package():
-    """The recipe's learning rate appears once in iivformer/ (text and code), its batch size only in config.py."""
+    """The recipe's learning rate appears once in iivformer/ (text and code), and the command line's
+    argument parser holds no numbers of its own: its defaults come from the configs."""
     texts = {path.relative_to(PACKAGE).as_posix(): path.read_text() for path in PACKAGE.rglob("*.py")}
     assert sum(text.count("0.0004") for text in texts.values()) == 1 and "0.0004" in texts["config.py"]
-    batch_literals = [name for name, text in texts.items() for node in ast.walk(ast.parse(text))
-                      if isinstance(node, ast.Constant) and type(node.value) is int and node.value == 1024]
-    assert batch_literals == ["config.py"]
+    numeric_defaults = [node.lineno for node in ast.walk(ast.parse(texts["cli.py"]))
+                        if isinstance(node, ast.keyword) and node.arg == "default"
+                        and isinstance(node.value, ast.Constant) and type(node.value.value) in (int, float)]
+    assert numeric_defaults == []
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(embed_dim_ratio=16, depth=2, num_heads=4),
+                                       dict(num_view=3, num_joints=21, mlp_ratio=3.0, qkv_bias=False)])
+def test_parameter_count_is_that_of_the_built_model(overrides):
+    from iivformer.model import IIVFormer, count_parameters
+
+    model_config = ModelConfig(**overrides)
+    assert model_config.parameter_count() == count_parameters(IIVFormer(model_config))
+
+
+def test_a_model_of_billions_of_parameters_is_refused_before_it_is_built():
+    with pytest.raises(IIVFormerError, match=r"would have [\d,]+ parameters \(more than 1,000,000,000\)"):
+        ModelConfig(embed_dim_ratio=4096)
+    assert ModelConfig().parameter_count() == 9_560_920  # the published checkpoint's count
