@@ -12,14 +12,16 @@ defaults are the published recipe (iivformer.config), and --profile starts from 
 Bad input ends with one line `error: ...` on stderr and a non-zero exit status.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from iivformer import provenance, skeleton, workbench
 from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
 from iivformer.config import PROFILES, ModelConfig, TrainConfig, training_config
-from iivformer.errors import IIVFormerError
-from iivformer.files import check_writable, write_json
+from iivformer.errors import IIVFormerError, printable
+from iivformer.files import check_distinct, check_writable, write_json
+from iivformer.npz import DEFAULT_MAX_GB, LIMIT_VARIABLE
 
 _TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads")
 _PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}  # for the help texts
@@ -89,15 +91,30 @@ def _archives(args) -> tuple:
 def _add_data_flags(parser):
     parser.add_argument("--data_3d", help="3D archive (VideoPose3D format); default: found in data/")
     parser.add_argument("--data_2d", help="2D archive (VideoPose3D format); default: found in data/")
+    parser.add_argument("--max_archive_gb", type=_positive_float,
+                        help=f"largest archive content read, in GiB (default {DEFAULT_MAX_GB}; sets {LIMIT_VARIABLE})")
+
+
+def _apply_limits(args) -> None:
+    if getattr(args, "max_archive_gb", None):
+        os.environ[LIMIT_VARIABLE] = f"{args.max_archive_gb:f}"
 
 
 def cmd_synth(args):
     from iivformer import synthetic
 
-    out = Path(args.out) if args.out else workbench.data_dir() / SYNTHETIC_FOLDER / args.preset
-    check_writable(out / "data_3d_h36m.npz", "--out") if out.exists() else check_writable(out, "--out")
     options = {name: value for name, value in (("seed", args.seed), ("detector_noise", args.detector_noise))
                if value is not None}
+    synthetic.check_detector_noise(options.get("detector_noise", 0))
+    out = Path(args.out) if args.out else workbench.data_dir() / SYNTHETIC_FOLDER / args.preset
+    existing = next(folder for folder in (out, *out.parents) if folder.exists())
+    if not existing.is_dir():
+        raise IIVFormerError(f"--out {out}: {existing} is not a folder")
+    if existing == out:
+        for name in ("data_3d_h36m.npz", "data_2d_h36m_synthetic.npz"):
+            check_writable(out / name, "--out")
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise IIVFormerError(f"--out {out}: the folder {existing} is not writable")
     path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, **options)
     print(f"wrote {path_3d}\nwrote {path_2d}")
     print(load_archives(path_3d, path_2d).describe())
@@ -122,6 +139,7 @@ def cmd_train(args):
     config = training_config(args.profile, select_on="val" if val_subjects else None, **settings)
     train.check_output_paths(args.model_path, args.log)
     path_3d, path_2d = _archives(args)
+    train.check_output_paths(args.model_path, args.log, {"--data_3d": path_3d, "--data_2d": path_2d})
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)
     prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects)
     history = train.train(config, prepared, checkpoint_path=args.model_path, log_path=args.log,
@@ -138,6 +156,7 @@ def cmd_evaluate(args):
     if args.json:
         check_writable(args.json, "--json")
     path_3d, path_2d = _archives(args)
+    check_distinct({"--json": args.json}, {"--model_path": args.model_path, "--data_3d": path_3d, "--data_2d": path_2d})
     result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device)
     results = result.results(protocols)
     print(tables.format_table(results))
@@ -156,6 +175,7 @@ def cmd_export(args):
     from iivformer.checkpoint import export_state_dict
 
     check_writable(args.out, "--out")
+    check_distinct({"--out": args.out}, {"--model_path": args.model_path})
     export_state_dict(args.model_path, args.out)
     print(f"wrote {args.out}")
 
@@ -228,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _apply_limits(args)
         args.run(args)
     except IIVFormerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(error)}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

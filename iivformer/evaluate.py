@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from iivformer import metrics, prepare, provenance, runtime, skeleton
 from iivformer.archives import read_npz
 from iivformer.checkpoint import build_model, load_checkpoint
-from iivformer.errors import DataError, IIVFormerError
+from iivformer.errors import DataError, IIVFormerError, one_line
 from iivformer.files import atomic_write
 from iivformer.prepare import Normalization, Split
 
@@ -71,7 +71,9 @@ class Evaluation:
         if len(self) == 0:
             raise IIVFormerError("the evaluation holds no frames: choose subjects that have recordings")
         per_frame = self.errors[protocol].mean(axis=1, dtype=np.float64)
-        table = {action: float(per_frame[self.actions == action].mean()) for action in self.action_names}
+        names, group = np.unique(self.actions, return_inverse=True)  # one pass, however many actions
+        means = dict(zip(names.tolist(), np.bincount(group, per_frame) / np.bincount(group)))
+        table = {action: float(means[action]) for action in self.action_names}
         table["mean"] = float(np.mean(list(table.values())))
         return table
 
@@ -137,8 +139,8 @@ class Evaluation:
             count = len(samples["predictions"])
             if any(len(v) != count for v in [*samples.values(), *errors.values()]):
                 raise ValueError("its arrays have different lengths")
-        except (ValueError, TypeError) as error:
-            raise DataError(f"{path}: damaged evaluation ({error})") from None
+        except (ValueError, TypeError, RecursionError) as error:
+            raise DataError(f"{path}: damaged evaluation ({type(error).__name__}: {one_line(error)[:200]})") from None
         return cls(errors=errors, provenance=summary.get("provenance", {}), **samples)
 
 
@@ -191,6 +193,10 @@ def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data
     """Evaluate what :func:`load_for_evaluation` returned on its test split, with the provenance."""
     device = runtime.resolve_device(device)
     evaluation = evaluate_split(model, prepared.test, device)
+    bad = int(np.count_nonzero(~np.isfinite(evaluation.predictions).all(axis=(1, 2))))
+    if bad:
+        raise IIVFormerError(f"{model_path}: the model's predictions are not finite for {bad} of "
+                             f"{len(evaluation)} frames (weights too large?)")
     normalization = ("stored in the checkpoint" if checkpoint.get("normalization") else
                      f"recomputed from the training subjects {', '.join(prepared.train_subjects)}")
     evaluation.provenance = provenance.describe("IIVFormer", model_path, data_3d, data_2d, prepared.test_subjects,

@@ -1,11 +1,29 @@
 """The training log: a plain-text file, one line per event, appended to across resumed runs."""
 import logging
+import sys
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from iivformer import runtime
 from iivformer.errors import IIVFormerError
+
+
+class _LogFile(logging.FileHandler):
+    """A log file that, when it cannot be written (a full disk), says so once and stops trying."""
+
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            print(f"warning: cannot write the log {self.baseFilename}: {getattr(error, 'strerror', None) or error}; "
+                  "training goes on without it", file=sys.stderr)
 
 
 class TrainingLog:
@@ -16,7 +34,7 @@ class TrainingLog:
         self.path, self.echo = Path(path), echo
         self.logger = logging.Logger("iivformer.train")  # its own logger: not the root logger
         try:
-            handler = logging.FileHandler(self.path, mode="a", encoding="utf-8")
+            handler = _LogFile(self.path, mode="a", encoding="utf-8")
         except OSError as error:
             raise IIVFormerError(f"log {self.path}: cannot open ({error.strerror})") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))

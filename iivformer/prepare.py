@@ -163,7 +163,7 @@ def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
     for subject in wanted:
         if subject not in archives.positions_3d:
             raise DataError(f"{archives.path_3d}: subject {subject} is missing "
-                            f"(found: {', '.join(archives.subjects)})")
+                            f"(found: {', '.join(archives.subjects) or 'nothing'})")
     train = _fill_split(archives, train_subjects)
     if normalization is None:
         normalization = _statistics(train.inputs)

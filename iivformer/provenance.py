@@ -4,13 +4,13 @@ evaluation, recorded beside it so that two numbers can be told apart ("why does 
 The published checkpoint ``cpn.pth`` is recognised by its SHA-256, and the paper's own figures are
 given beside it, labelled as such.
 """
-import hashlib
 import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from iivformer import runtime, skeleton
+from iivformer.files import sha256
 
 PROTOCOL = {
     "frames": "every frame of the chosen subjects (no frame skipping)",
@@ -36,15 +36,6 @@ BIBTEX = """@article{peng2025iivformer,
   year    = {2025},
   note    = {submitted}
 }"""
-
-
-def sha256(path) -> str:
-    """SHA-256 of a file, read in 1 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_record(path) -> dict:

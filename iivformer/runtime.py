@@ -1,6 +1,9 @@
 """Where and how reproducibly a run computes: device choice and seeding."""
 import platform
 import random
+import signal
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -57,3 +60,21 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """Inside the block, SIGTERM (what schedulers and `kill` send) raises KeyboardInterrupt like
+    Ctrl-C, so that the same clean-up runs; the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -23,7 +23,7 @@ from iivformer import checkpoint as checkpoints
 from iivformer import runtime
 from iivformer.config import TrainConfig
 from iivformer.errors import IIVFormerError, TrainingInterrupted
-from iivformer.files import check_writable
+from iivformer.files import check_distinct, check_writable, exclusive_lock
 from iivformer.logbook import TrainingLog
 from iivformer.metrics import mpjpe  # the training loss (MPJPE, mm)
 from iivformer.model import IIVFormer
@@ -51,9 +51,15 @@ def train(config: TrainConfig, prepared, checkpoint_path="cpn.pth", log_path="cp
     device = runtime.resolve_device(config.device)
     splits = _check_data(config, prepared)
     checkpoint_path, log_path = check_output_paths(checkpoint_path, log_path)
-    saved = checkpoints.load_for_resume(checkpoint_path, config, prepared.normalization) if resume else None
-    data = {name: (_to_device(split.inputs, device), _to_device(split.targets, device)) for name, split in splits.items()}
-    run = _start(config, device, saved)
+    with exclusive_lock(checkpoint_path, "checkpoint"), runtime.terminate_as_interrupt():
+        saved = checkpoints.load_for_resume(checkpoint_path, config, prepared.normalization) if resume else None
+        data = {name: (_to_device(s.inputs, device), _to_device(s.targets, device)) for name, s in splits.items()}
+        return _run(config, prepared, data, _start(config, device, saved), device, saved,
+                    checkpoint_path, log_path, callbacks, progress)
+
+
+def _run(config, prepared, data, run, device, saved, checkpoint_path, log_path, callbacks, progress) -> list:
+    """The epochs of a run, logged; Ctrl-C and SIGTERM end it with the last completed epoch saved."""
     epoch = run.saved_epoch + 1
     with TrainingLog(log_path, echo=progress) as log:
         try:
@@ -159,20 +165,18 @@ def _save(run: _Run, config: TrainConfig, normalization, epoch: int, path: Path)
                                                  run.best, run.history)
     try:
         checkpoints.save_checkpoint(path, checkpoint)
-    except OSError as error:
-        raise IIVFormerError(f"cannot write the checkpoint {path} after epoch {epoch}: "
-                             f"{error.strerror or error}; the previous one is unchanged") from None
+    except IIVFormerError as error:  # a write that failed (a full disk): the previous file is unchanged
+        raise IIVFormerError(f"after epoch {epoch}: {error}") from None
     run.saved_epoch = epoch
 
 
-def check_output_paths(checkpoint_path, log_path) -> tuple:
-    """(checkpoint, log) as paths if both can be written and differ; one IIVFormerError line
-    otherwise. Run before any data is loaded or any epoch trained."""
-    checkpoint_path = check_writable(checkpoint_path, "checkpoint")
-    log_path = check_writable(log_path, "log")
-    if checkpoint_path.resolve() == log_path.resolve():
-        raise IIVFormerError(f"the checkpoint and the log are the same file {checkpoint_path}: give another --log")
-    return checkpoint_path, log_path
+def check_output_paths(checkpoint_path, log_path, inputs: dict = None) -> tuple:
+    """(checkpoint, log) as paths if both can be written, differ, and are none of the `inputs`
+    ({name: path}); one IIVFormerError line otherwise. Run before any data is loaded."""
+    check_writable(checkpoint_path, "checkpoint")
+    check_writable(log_path, "log")
+    check_distinct({"checkpoint": checkpoint_path, "log": log_path}, inputs)
+    return Path(checkpoint_path), Path(log_path)
 
 
 def _to_device(array, device) -> torch.Tensor:

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from iivformer import config, prepare, provenance
+from iivformer import config, prepare
 from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
 from iivformer.errors import IIVFormerError
+from iivformer.files import sha256
 from iivformer.evaluate import Evaluation, evaluate_loaded, load_for_evaluation
 
 PROFILE_VARIABLE = "IIVFORMER_PROFILE"
@@ -183,9 +184,9 @@ class Workbench:
 def _same_inputs(record: dict, checkpoint_path, path_3d, path_2d) -> bool:
     """Whether a provenance record names these very files (by SHA-256)."""
     try:
-        return (record["checkpoint"]["sha256"] == provenance.sha256(checkpoint_path)
-                and record["data_3d"]["sha256"] == provenance.sha256(path_3d)
-                and record["data_2d"]["sha256"] == provenance.sha256(path_2d))
+        return (record["checkpoint"]["sha256"] == sha256(checkpoint_path)
+                and record["data_3d"]["sha256"] == sha256(path_3d)
+                and record["data_2d"]["sha256"] == sha256(path_2d))
     except (KeyError, TypeError):
         return False
 

@@ -133,3 +133,29 @@ def test_an_empty_selection_is_refused():
     empty = evaluate.Evaluation(*(np.zeros((0, 17, 3)),) * 2, {"p1": np.zeros((0, 17))}, *(np.array([]),) * 4)
     with pytest.raises(IIVFormerError, match="holds no frames"):
         empty.per_action("p1")
+
+
+def test_per_action_means_stay_exact_with_thousands_of_actions():
+    rng = np.random.default_rng(0)
+    count = 20_000
+    actions = np.array([f"Action{index % 3000}" for index in range(count)])
+    errors = rng.uniform(0, 100, (count, 17)).astype(np.float32)
+    evaluation = evaluate.Evaluation(np.zeros((count, 17, 3)), np.zeros((count, 17, 3)), {"p1": errors},
+                                     actions, actions, actions, np.arange(count))
+    table = evaluation.per_action("p1")
+    per_frame = errors.mean(axis=1, dtype=np.float64)
+    for action in ("Action0", "Action2999"):
+        assert table[action] == pytest.approx(per_frame[actions == action].mean(), rel=1e-12)
+    assert len(table) == 3001
+
+
+def test_a_saved_evaluation_with_a_damaged_summary_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "evaluation.npz"
+    arrays = {name: np.zeros((1, 17, 3), np.float32) for name in ("predictions", "targets")}
+    arrays.update({name: np.array(["S9"]) for name in ("subjects", "recordings", "actions")},
+                  frame_index=np.zeros(1, np.int32), errors_p1=np.zeros((1, 17), np.float32),
+                  errors_p2=np.zeros((1, 17), np.float32), summary=np.array("[" * 100_000))
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match="damaged evaluation") as error:
+        evaluate.Evaluation.load(path)
+    assert "\n" not in str(error.value)

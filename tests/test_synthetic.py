@@ -1,5 +1,6 @@
 """The synthetic Human3.6M: archive format, exact projection, detector error, kinematics,
 action-specific motion, cameras' fields of view, byte-identical reproducible files."""
+import hashlib
 import os
 
 import numpy as np
@@ -186,7 +187,8 @@ def test_write_is_reproducible_and_round_trips(tmp_path, tiny, noisy):
         assert sorted(archive.files) == ["metadata", "positions_2d"]
         positions_2d = archive["positions_2d"].item()
         assert archive["metadata"].item() == {"layout_name": "h36m", "num_joints": 17,
-                                              "keypoints_symmetry": [[4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]]}
+                                              "keypoints_symmetry": [[4, 5, 6, 11, 12, 13], [1, 2, 3, 14, 15, 16]],
+                                              "positions_3d_sha256": hashlib.sha256(open(first[0], "rb").read()).hexdigest()}
     assert list(positions_3d) == list(tiny)
     for subject in tiny:
         for key in tiny[subject]:

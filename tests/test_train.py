@@ -306,11 +306,11 @@ def test_a_failed_checkpoint_write_is_a_one_line_error(small, tmp_path, monkeypa
     train.train(config(epochs=1), small, path, tmp_path / "run.log", progress=False)
     before = path.read_bytes()
 
-    def disk_full(*args):
+    def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ck, "save_checkpoint", disk_full)
-    with pytest.raises(IIVFormerError, match="cannot write the checkpoint .* after epoch 2: No space left on device"):
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(IIVFormerError, match="after epoch 2: cannot write .*run.pth: No space left on device"):
         train.train(config(epochs=2), small, path, tmp_path / "run.log", resume=True, progress=False)
     assert path.read_bytes() == before
 

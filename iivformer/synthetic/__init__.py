@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from iivformer import skeleton
 from iivformer.errors import IIVFormerError
-from iivformer.files import atomic_write
+from iivformer.archives import PAIR_KEY
+from iivformer.files import atomic_write, sha256
 from iivformer.synthetic.actions import ACTION_MOTIONS
 from iivformer.synthetic.body import forward_kinematics, make_body
 from iivformer.synthetic.detector import DEFAULT_DETECTOR_NOISE, check_detector_noise, make_detections
@@ -140,7 +141,10 @@ def _save_npz(path: str, members: dict, compress: bool, progress: bool) -> None:
 
 def write_dataset(out_dir, preset="small", seed: int = 0, detector_noise: float = DEFAULT_DETECTOR_NOISE,
                   progress: bool = True, compress: bool = True) -> tuple:
-    """Write data_3d_h36m.npz and data_2d_h36m_synthetic.npz to out_dir; returns both paths."""
+    """Write data_3d_h36m.npz and data_2d_h36m_synthetic.npz to out_dir; returns both paths.
+
+    The 2D archive's metadata holds the SHA-256 of the 3D archive it was made from, so that a pair
+    broken by a run killed between the two writes is refused when loaded (see load_archives)."""
     _check(preset, seed)
     check_detector_noise(detector_noise)
     os.makedirs(out_dir, exist_ok=True)
@@ -149,5 +153,6 @@ def write_dataset(out_dir, preset="small", seed: int = 0, detector_noise: float 
     positions_3d = make_recordings(preset, seed, progress=progress)
     positions_2d = make_detections(positions_3d, seed, detector_noise, progress=progress)
     _save_npz(path_3d, {"positions_3d": positions_3d}, compress, progress)
-    _save_npz(path_2d, {"positions_2d": positions_2d, "metadata": METADATA}, compress, progress)
+    metadata = {**METADATA, PAIR_KEY: sha256(path_3d)}
+    _save_npz(path_2d, {"positions_2d": positions_2d, "metadata": metadata}, compress, progress)
     return path_3d, path_2d

@@ -18,10 +18,14 @@ _WRISTS_AND_ANKLES = [_JOINT[name] for name in ("RFoot", "LFoot", "LWrist", "RWr
 _ELBOWS = [_JOINT[name] for name in ("LElbow", "RElbow")]
 
 
+MAX_DETECTOR_NOISE = 200.0  # px: a fifth of an image; beyond it the 2D carries no pose
+
+
 def check_detector_noise(detector_noise) -> None:
-    """Raise IIVFormerError unless detector_noise (pixels) is >= 0."""
-    if not detector_noise >= 0:
-        raise IIVFormerError(f"detector_noise must be >= 0 pixels, got {detector_noise!r}")
+    """Raise IIVFormerError unless detector_noise (pixels) is in 0..MAX_DETECTOR_NOISE."""
+    if isinstance(detector_noise, bool) or not isinstance(detector_noise, (int, float, np.integer, np.floating)) \
+            or not 0 <= detector_noise <= MAX_DETECTOR_NOISE:
+        raise IIVFormerError(f"detector_noise must be between 0 and {MAX_DETECTOR_NOISE:g} pixels, got {detector_noise!r}")
 
 
 def _detector_error(uv, rng, sigma, cam):

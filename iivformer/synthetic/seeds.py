@@ -17,6 +17,6 @@ def tag(*parts) -> int:
 
 
 def check_seed(seed) -> None:
-    """Raise IIVFormerError unless seed is a non-negative integer."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise IIVFormerError(f"seed must be a non-negative integer, got {seed!r}")
+    """Raise IIVFormerError unless seed is an integer in 0..2**32-1."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32:
+        raise IIVFormerError(f"seed must be an integer from 0 to 2**32-1, got {seed!r}")
