@@ -23,6 +23,14 @@ MODEL_LIMITS = {"num_view": 1024, "num_joints": 4096, "in_chans": 1024, "embed_d
                 "num_heads": 65536}  # beyond these a configuration is damage, not a model
 
 
+def _from_dict(cls, values: dict, what: str):
+    """`cls` made from a dict of its fields; one IIVFormerError line naming unknown keys."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise IIVFormerError(f"{what} has unknown keys: {', '.join(map(str, unknown))}")
+    return cls(**values)
+
+
 def _is_number(value) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
         and math.isfinite(value)
@@ -92,10 +100,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise IIVFormerError(f"model config has unknown keys: {', '.join(map(str, unknown))}")
-        return cls(**values)
+        return _from_dict(cls, values, "model config")
 
 
 @dataclass
@@ -143,10 +148,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise IIVFormerError(f"training config has unknown keys: {', '.join(map(str, unknown))}")
-        return cls(**values)
+        return _from_dict(cls, values, "training config")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import archive_factory as factory
+from test_npz import same
 from iivformer import archives
 from iivformer.errors import DataError
 
@@ -87,20 +88,6 @@ def write_member(path, member: bytes):
     return path
 
 
-def same_tree(expected, actual) -> bool:
-    """Equal in type and value, arrays in dtype, shape, memory order and bytes."""
-    if isinstance(expected, np.ndarray):
-        return (type(actual) is np.ndarray and actual.dtype == expected.dtype and actual.shape == expected.shape
-                and actual.tobytes("A") == expected.tobytes("A") and actual.flags.f_contiguous == expected.flags.f_contiguous)
-    if type(expected) is not type(actual):
-        return False
-    if isinstance(expected, dict):
-        return list(expected) == list(actual) and all(same_tree(expected[key], actual[key]) for key in expected)
-    if isinstance(expected, (list, tuple)):
-        return len(expected) == len(actual) and all(map(same_tree, expected, actual))
-    return expected == actual
-
-
 def assert_finite_tree(value, limit=100_000):
     """Walk a result without recursion: every container is met once (no shared or recursive parts)."""
     seen, pending = set(), [value]
@@ -119,7 +106,7 @@ def assert_finite_tree(value, limit=100_000):
 @given(tree=plain_trees, protocol=st.integers(0, pickle.HIGHEST_PROTOCOL))
 def test_plain_trees_read_back_equal_with_every_protocol(tmp_path, tree, protocol):
     path = write_member(tmp_path / "tree.npz", pickled_member(tree, protocol))
-    assert same_tree(tree, archives.read_npz(path)["positions_3d"])
+    assert same(tree, archives.read_npz(path)["positions_3d"])
 
 
 TYPESTRS = ["O8", "V8", "f8", "<f4", "i1", "U2", "S0", "S3", "b1", "c16", "M8", "f3", "O4", "u16", "f16"]
