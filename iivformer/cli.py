@@ -137,7 +137,6 @@ def cmd_train(args):
                              f"{', '.join(skeleton.TRAIN_SUBJECTS)}")
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
     config = training_config(args.profile, select_on="val" if val_subjects else None, **settings)
-    train.check_output_paths(args.model_path, args.log)
     path_3d, path_2d = _archives(args)
     train.check_output_paths(args.model_path, args.log, {"--data_3d": path_3d, "--data_2d": path_2d})
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)

@@ -12,6 +12,7 @@
 """
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -126,7 +127,15 @@ def _sync_folder(folder: Path) -> None:
 
 
 def sha256(path) -> str:
-    """SHA-256 of a file, read in 1 MB blocks."""
+    """SHA-256 of a file, read in 1 MB blocks; remembered while the file's size and time are unchanged
+    (an archive is hashed once for its pair check and its provenance); a replaced file is a new inode."""
+    path = Path(path).resolve()
+    status = path.stat()
+    return _sha256(path, status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, inode: int, size: int, modified_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         for block in iter(lambda: stream.read(1 << 20), b""):
