@@ -2,54 +2,121 @@
 
 - mean pose: predict the training subjects' mean root-relative pose for every frame
   (what a model that ignores its input would reach);
-- triangulation: the classical multi-view answer, no learning: undistort each view's 2D joint,
-  cast the 4 camera rays and take the point nearest to all of them (least squares).
+- triangulation: the classical multi-view answer, no learning. Linear least squares on the
+  undistorted normalised image coordinates (x, y) of each view: with r1, r2, r3 the columns of the
+  camera-to-world rotation and t the camera centre, each view adds the two rows
+  ``(x r3 - r1) . (X - t) = 0`` and ``(y r3 - r2) . (X - t) = 0``; every joint of every frame is
+  solved on its own, from 2 or more views.
 Both return poses (N, J, 3) in millimetres, root-relative, in the world frame, like the model.
 """
 import numpy as np
 
-from iivformer import cameras
-from iivformer.prepare import Normalization, Split
+from iivformer import cameras, skeleton
+from iivformer.errors import IIVFormerError
+from iivformer.prepare import Normalization, Split, prepare
 
 
 def mean_pose(train: Split, test: Split) -> np.ndarray:
     """The mean training pose repeated for every test frame, (N_test, J, 3) mm."""
+    if len(train) == 0:
+        raise IIVFormerError("the mean pose needs training frames: prepare the data with training subjects")
     mean = train.targets[:, 0].mean(axis=0, dtype=np.float64).astype(np.float32)
     return np.broadcast_to(mean, test.targets[:, 0].shape).copy()
 
 
-def triangulate_rays(origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
-    """Least-squares point nearest to V rays: origins (V, 3), unit directions (..., V, 3) -> (..., 3).
+def triangulate(normalized: np.ndarray, rotations: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """World points (..., 3) from undistorted normalised coordinates (..., V, 2) seen by V >= 2
+    cameras with camera-to-world rotations (V, 3, 3) and centres (V, 3), by linear least squares."""
+    x, y = normalized[..., 0:1], normalized[..., 1:2]  # (..., V, 1)
+    r1, r2, r3 = rotations[:, :, 0], rotations[:, :, 1], rotations[:, :, 2]  # (V, 3) columns
+    rows = np.concatenate([x * r3 - r1, y * r3 - r2], axis=-2)  # (..., 2V, 3)
+    targets = np.einsum("...ri,ri->...r", rows, np.concatenate([centres, centres]))  # rows . t
+    normal = np.einsum("...ri,...rj->...ij", rows, rows)
+    return np.linalg.solve(normal, np.einsum("...ri,...r->...i", rows, targets)[..., None])[..., 0]
 
-    Minimises sum_v |(I - d_v d_v^T)(X - c_v)|^2, i.e. solves sum_v P_v X = sum_v P_v c_v.
-    """
-    projectors = np.eye(3) - directions[..., :, None] * directions[..., None, :]  # (..., V, 3, 3)
-    lhs = projectors.sum(axis=-3)
-    rhs = np.einsum("...vij,vj->...i", projectors, origins)
-    return np.linalg.solve(lhs, rhs[..., None])[..., 0]
 
-
-def triangulation(split: Split, normalization: Normalization) -> np.ndarray:
-    """Triangulate every frame of a split from its (denormalised) 2D detections, (N, J, 3) mm,
-    root-relative. Each subject's own calibration is used."""
+def triangulation(split: Split, normalization: Normalization, views=None) -> np.ndarray:
+    """Triangulate every frame of a split from its (denormalised) 2D detections of `views` (camera
+    indices; default all), (N, J, 3) mm, root-relative. Each subject's own calibration is used."""
+    views = list(range(split.inputs.shape[1])) if views is None else list(views)
+    if len(views) < 2:
+        raise IIVFormerError(f"triangulation needs 2 or more views, not {len(views)} ({views})")
     predictions = np.empty(split.targets[:, 0].shape, dtype=np.float32)
     subjects = split.subjects
     for subject in np.unique(subjects):
         rows = np.flatnonzero(subjects == subject)
-        cams = cameras.cameras_for(str(subject))
-        pixels = normalization.invert(split.inputs[rows])  # (n, V, J, 2)
-        directions = np.stack([cameras.pixels_to_rays(pixels[:, v], cam) for v, cam in enumerate(cams)], axis=2)
-        origins = np.stack([cam.translation for cam in cams])  # (V, 3)
-        points = triangulate_rays(origins, directions)  # (n, J, 3) world mm
+        chosen = [cameras.cameras_for(str(subject))[view] for view in views]
+        pixels = normalization.invert(split.inputs[rows][:, views])  # (n, V', J, 2)
+        normalized = np.stack([cameras.undistort((pixels[:, v] - cam.center) / cam.focal_length, cam)
+                               for v, cam in enumerate(chosen)], axis=2)  # (n, J, V', 2)
+        points = triangulate(normalized, np.stack([cam.rotation for cam in chosen]),
+                             np.stack([cam.translation for cam in chosen]))  # (n, J, 3) world mm
         predictions[rows] = points - points[:, :1]
     return predictions
 
 
-def evaluate_baselines(prepared) -> dict:
+METHODS = ("model", "triangulation", "mean-pose")
+_IDENTITY = Normalization(np.zeros((1, 1, 2), np.float32), np.ones((1, 1, 2), np.float32))  # inputs stay pixels
+
+
+def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
+                    train_subjects=skeleton.TRAIN_SUBJECTS, views=None):
+    """The Evaluation, with its provenance, of a reference method ("triangulation" from the raw 2D of
+    `views`, or "mean-pose", the mean of `train_subjects`) on the frames of `subjects`."""
+    from iivformer import provenance
+    from iivformer.evaluate import evaluate_predictions
+
+    if method == "triangulation":
+        prepared = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_IDENTITY)
+        predictions, normalization = triangulation(prepared.test, _IDENTITY, views), "none (raw pixels)"
+    elif method == "mean-pose":
+        prepared = prepare(data_3d, data_2d, train_subjects=train_subjects, test_subjects=subjects)
+        predictions, normalization = mean_pose(prepared.train, prepared.test), "not used"
+        views = []
+    else:
+        raise IIVFormerError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    evaluation = evaluate_predictions(predictions, prepared.test)
+    evaluation.provenance = provenance.describe(method, None, data_3d, data_2d, prepared.test_subjects,
+                                                len(evaluation), None, normalization, views)
+    return evaluation
+
+
+def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
+                    train_subjects=skeleton.TRAIN_SUBJECTS, views=None):
+    """The Evaluation, with its provenance, of a reference method ("triangulation" from the raw 2D of
+    `views`, or "mean-pose", the mean of `train_subjects`) on the frames of `subjects`."""
+    from iivformer import provenance
+    from iivformer.evaluate import evaluate_predictions
+
+    if method == "triangulation":
+        prepared = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_IDENTITY)
+        predictions, normalization = triangulation(prepared.test, _IDENTITY, views), "none (raw pixels)"
+    elif method == "mean-pose":
+        prepared = prepare(data_3d, data_2d, train_subjects=train_subjects, test_subjects=subjects)
+        predictions, normalization = mean_pose(prepared.train, prepared.test), "not used"
+        views = []
+    else:
+        raise IIVFormerError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
+    evaluation = evaluate_predictions(predictions, prepared.test)
+    evaluation.provenance = provenance.describe(method, None, data_3d, data_2d, prepared.test_subjects,
+                                                len(evaluation), None, normalization, views)
+    return evaluation
+
+
+def evaluate_baselines(prepared, views=None) -> dict:
     """{name: Evaluation} of the baselines on the test split (the mean pose needs training frames)."""
     from iivformer.evaluate import evaluate_predictions
 
-    results = {"triangulation": evaluate_predictions(triangulation(prepared.test, prepared.normalization), prepared.test)}
+    test = prepared.test
+    results = {"triangulation": evaluate_predictions(triangulation(test, prepared.normalization, views), test)}
     if len(prepared.train):
-        results["mean pose"] = evaluate_predictions(mean_pose(prepared.train, prepared.test), prepared.test)
+        results["mean pose"] = evaluate_predictions(mean_pose(prepared.train, test), test)
     return results
+
+
+
+
+def evaluate_baselines(data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS, views=None) -> dict:
+    """{"triangulation": Evaluation, "mean pose": Evaluation} on the frames of `subjects`."""
+    return {"triangulation": evaluate_method("triangulation", data_3d, data_2d, subjects, views=views),
+            "mean pose": evaluate_method("mean-pose", data_3d, data_2d, subjects)}

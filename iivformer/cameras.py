@@ -107,9 +107,24 @@ def project(points_world: np.ndarray, camera: Camera) -> np.ndarray:
     return distort(normalized, camera) * camera.focal_length + camera.center
 
 
-def pixels_to_rays(pixels: np.ndarray, camera: Camera) -> np.ndarray:
-    """Unit viewing directions in world coordinates (..., 3) for pixel positions (..., 2)."""
-    normalized = undistort((np.asarray(pixels, dtype=np.float64) - camera.center) / camera.focal_length, camera)
-    directions_camera = np.concatenate([normalized, np.ones_like(normalized[..., :1])], axis=-1)
-    directions_world = directions_camera @ camera.rotation.T
-    return directions_world / np.linalg.norm(directions_world, axis=-1, keepdims=True)
+def camera_ids() -> list:
+    """The Human3.6M camera ids, in the order of the views in the archives."""
+    return [intrinsic["id"] for intrinsic in _calibration()["intrinsics"]]
+
+
+def parse_views(text: str) -> list:
+    """Views from the command line: camera indices ('0,1,3') or camera ids ('54138969,60457274'),
+    as sorted indices; one IIVFormerError line for anything else."""
+    ids = camera_ids()
+    views = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if part in ids:
+            views.append(ids.index(part))
+        elif part.isdigit() and int(part) < len(ids):
+            views.append(int(part))
+        else:
+            raise IIVFormerError(f"--views: {part!r} is neither a camera index 0..{len(ids) - 1} nor a camera id "
+                                 f"({', '.join(ids)})")
+    if len(set(views)) != len(views):
+        raise IIVFormerError(f"--views: {text!r} names a camera twice")
+    return sorted(views)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from iivformer import provenance, skeleton, workbench
 from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
+from iivformer.baselines import METHODS, evaluate_method
+from iivformer.cameras import parse_views
 from iivformer.config import PROFILES, ModelConfig, TrainConfig, training_config
 from iivformer.errors import IIVFormerError, printable
 from iivformer.files import check_distinct, check_writable, write_json
@@ -152,11 +154,18 @@ def cmd_evaluate(args):
 
     subjects = evaluate.parse_subjects(args.subjects)
     protocols = evaluate.PROTOCOLS if args.protocol == "both" else (args.protocol,)
+    views = parse_views(args.views) if args.views else None
+    if args.method == "model" and views not in (None, list(range(skeleton.NUM_VIEWS))):
+        raise IIVFormerError(f"--views {args.views}: the model takes all {skeleton.NUM_VIEWS} views it was trained on")
     if args.json:
         check_writable(args.json, "--json")
     path_3d, path_2d = _archives(args)
-    check_distinct({"--json": args.json}, {"--model_path": args.model_path, "--data_3d": path_3d, "--data_2d": path_2d})
-    result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device)
+    model_path = args.model_path if args.method == "model" else None
+    check_distinct({"--json": args.json}, {"--model_path": model_path, "--data_3d": path_3d, "--data_2d": path_2d})
+    if args.method == "model":
+        result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device)
+    else:
+        result = evaluate_method(args.method, path_3d, path_2d, subjects, views=views)
     results = result.results(protocols)
     print(tables.format_table(results))
     published = provenance.published_reference(result.provenance)
@@ -213,6 +222,9 @@ def _add_evaluate_command(commands):
     test.add_argument("--seed", type=_seed, help="accepted for compatibility; evaluation is deterministic")
     test.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     test.add_argument("--json", help="also write the per-action results and their provenance to this JSON file")
+    test.add_argument("--method", choices=METHODS, default="model",
+                      help="the trained model (--model_path), or a reference method on the same frames")
+    test.add_argument("--views", help="cameras to use, as indices (0,1,3) or ids (54138969,...); default: all")
     test.set_defaults(run=cmd_evaluate)
 
 

@@ -10,6 +10,20 @@ works in two stages:
    over the view axis takes a learned weighted mean of the views, and a LayerNorm +
    Linear head reads out the 3D pose, shape (B, 1, J, 3).
 
+Any non-empty subset of the V views can be given with ``view_mask`` (bool, (B, V) or (V,),
+True = present). An absent view's 2D input is replaced by zeros before any arithmetic (so
+even NaN or inf there cannot reach the output), no view attends to it in the inter-view
+stack, and the weighted mean uses the present views P only, rescaled to keep the all-view
+scale:
+
+    out = S * sum_{v in P} w_v x_v / S_P + b,   S = sum_v w_v,  S_P = sum_{v in P} w_v.
+
+When the present weights mostly cancel (|S_P| <= sum_{v in P} |w_v| / 2, S_P = 0 included:
+the weights w_v / S_P would sum to 2 or more in absolute value and amplify disagreement
+between views) it uses ``S * mean_{v in P} x_v + b`` instead. Both give
+``S * x + b`` when the present views agree on x, and ``S * x_v + b`` for a single view v.
+Without a mask, or with every view present, the model computes exactly as before.
+
 Parameter names and registration order match the published implementation, so its
 checkpoints load with ``load_state_dict(strict=True)``.
 """
@@ -21,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from iivformer.config import ModelConfig
+
+MAX_CANCELLATION = 0.5  # rescale the present views' weights only while |S_P| > (1 - this) * sum_P |w_v|
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -68,16 +84,23 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x, return_attention: bool = False):
-        """(B, N, dim) -> (B, N, dim), plus the (B, heads, N, N) softmax map if asked (else None)."""
+    def forward(self, x, return_attention: bool = False, key_mask=None):
+        """(B, N, dim) -> (B, N, dim), plus the (B, heads, N, N) softmax map if asked (else None).
+
+        `key_mask`: None, or bool (B, 1, 1, N), False for tokens no query may attend to."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # each (B, heads, N, head_dim)
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.qk_scale
+            q, k, v, attn_mask=key_mask, dropout_p=self.attn_drop if self.training else 0.0, scale=self.qk_scale
         )
         y = self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, N, D)))
-        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) if return_attention else None
+        attn = None
+        if return_attention:
+            scores = (q @ k.transpose(-2, -1)) * self.scale
+            if key_mask is not None:
+                scores = scores.masked_fill(~key_mask, float("-inf"))
+            attn = scores.softmax(dim=-1)
         return y, attn
 
 
@@ -92,8 +115,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x, return_attention: bool = False):
-        y, attn = self.attn(self.norm1(x), return_attention)
+    def forward(self, x, return_attention: bool = False, key_mask=None):
+        y, attn = self.attn(self.norm1(x), return_attention, key_mask)
         x = x + self.drop_path(y)
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x, attn
@@ -128,9 +151,12 @@ class IIVFormer(nn.Module):
         self.weighted_mean = nn.Conv1d(in_channels=V, out_channels=1, kernel_size=1)
         self.head = nn.Sequential(nn.LayerNorm(view_dim), nn.Linear(view_dim, J * 3))
 
-    def _forward(self, x, return_attention: bool):
+    def _forward(self, x, return_attention: bool, view_mask=None):
         B, V, J, _ = x.shape
+        present = present_views(view_mask, B, V, x.device)  # None: every view present
         intra_maps, inter_maps = [], []
+        if present is not None:  # absent views' inputs never enter any arithmetic
+            x = torch.where(present[:, :, None, None], x, 0.0)
 
         # Intra-view: attention over the J joints of each view, views folded into the batch.
         x = self.Intra_patch_to_embedding(x.reshape(B * V, J, -1))  # (B*V, J, C)
@@ -144,24 +170,70 @@ class IIVFormer(nn.Module):
         # Inter-view: one joint-major token of width J*C per view, attention over the V views.
         x = x.reshape(B, V, -1)  # (B, V, J*C)
         x = self.pos_drop(x + self.Inter_pos_embed)
+        key_mask = None if present is None else present[:, None, None, :]  # (B, 1, 1, V)
         for block in self.Inter_blocks:
-            x, attn = block(x, return_attention)
+            x, attn = block(x, return_attention, key_mask)
             if return_attention:
                 inter_maps.append(attn)  # (B, heads, V, V)
         x = self.Inter_norm(x)
 
-        x = self.weighted_mean(x)  # (B, 1, J*C): learned weighted mean over views
+        if present is None:
+            x = self.weighted_mean(x)  # (B, 1, J*C): learned weighted mean over views
+        else:
+            x = self._mean_of_present_views(x, present)
         x = self.head(x).reshape(B, 1, J, 3)
         return x, {"intra": intra_maps, "inter": inter_maps}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, V, J, 2) 2D poses -> (B, 1, J, 3) 3D pose."""
-        return self._forward(x, return_attention=False)[0]
+    def _mean_of_present_views(self, tokens, present):
+        """(B, V, D) view tokens, (B, V) bool -> (B, 1, D): the learned weighted mean over the
+        present views only, rescaled as the module docstring says."""
+        weights = self.present_view_weights(present).to(tokens.dtype)
+        tokens = torch.where(present[:, :, None], tokens, 0.0)
+        return torch.einsum("bv,bvd->bd", weights, tokens)[:, None] + self.weighted_mean.bias
 
-    def forward_with_attention(self, x: torch.Tensor):
+    def present_view_weights(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, V) bool -> (B, V) weights of the weighted mean over the present views (0 for absent ones).
+
+        Rows with every view present keep the learned weights w; other rows get w_v * S / S_P on the
+        present views, or S / |P| each where the present weights mostly cancel (module docstring)."""
+        w = self.weighted_mean.weight.reshape(1, -1)  # (1, V)
+        total = w.sum(dim=1, keepdim=True)  # S
+        w_present = torch.where(present, w, 0.0)  # (B, V)
+        present_sum = w_present.sum(dim=1, keepdim=True)  # S_P
+        rescalable = present_sum.abs() > (1 - MAX_CANCELLATION) * w_present.abs().sum(dim=1, keepdim=True)
+        rescaled = w_present * (total / torch.where(rescalable, present_sum, 1.0))
+        plain_mean = present * (total / present.sum(dim=1, keepdim=True))
+        weights = torch.where(rescalable, rescaled, plain_mean)
+        return torch.where(present.all(dim=1, keepdim=True), w, weights)
+
+    def forward(self, x: torch.Tensor, view_mask: torch.Tensor = None) -> torch.Tensor:
+        """(B, V, J, 2) 2D poses -> (B, 1, J, 3) 3D pose, from the views where `view_mask`
+        (bool, (B, V) or (V,); None: all) is True."""
+        return self._forward(x, return_attention=False, view_mask=view_mask)[0]
+
+    def forward_with_attention(self, x: torch.Tensor, view_mask: torch.Tensor = None):
         """Like forward, also returning the softmax attention maps of every block:
-        {"intra": [(B, V, heads, J, J)] * depth, "inter": [(B, heads, V, V)] * depth}."""
-        return self._forward(x, return_attention=True)
+        {"intra": [(B, V, heads, J, J)] * depth, "inter": [(B, heads, V, V)] * depth}.
+        With `view_mask`, inter-view maps put exactly 0 on absent views as keys; the intra-view
+        maps of an absent view describe its zero placeholder input."""
+        return self._forward(x, return_attention=True, view_mask=view_mask)
+
+
+def present_views(view_mask, batch: int, num_view: int, device) -> torch.Tensor | None:
+    """`view_mask` checked and broadcast to bool (batch, num_view); None when every view is present."""
+    if view_mask is None:
+        return None
+    if not isinstance(view_mask, torch.Tensor) or view_mask.dtype != torch.bool:
+        raise TypeError(f"view_mask must be a bool tensor, not {getattr(view_mask, 'dtype', type(view_mask))}")
+    if view_mask.shape not in ((num_view,), (batch, num_view)):
+        raise ValueError(f"view_mask must have shape ({num_view},) or ({batch}, {num_view}), "
+                         f"not {tuple(view_mask.shape)}")
+    present = view_mask.to(device).expand(batch, num_view)
+    empty = ~present.any(dim=1)
+    if empty.any():
+        raise ValueError(f"view_mask leaves {int(empty.sum())} of {batch} samples without any view "
+                         f"(the first is sample {int(empty.nonzero()[0, 0])})")
+    return None if present.all() else present
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from iivformer import runtime, skeleton
+from iivformer.cameras import camera_ids
 from iivformer.files import sha256
 
 PROTOCOL = {
@@ -58,10 +59,12 @@ def describe(method: str, checkpoint_path, data_3d, data_2d, subjects, frames: i
     if checkpoint:
         checkpoint["published"] = PUBLISHED_CHECKPOINTS.get(checkpoint["sha256"])
     views = list(range(skeleton.NUM_VIEWS)) if views is None else list(views)
+    ids = camera_ids()
     return {
         "method": method, "checkpoint": checkpoint,
         "data_3d": file_record(data_3d), "data_2d": file_record(data_2d),
         "subjects": list(subjects), "frames": int(frames), "views": views,
+        "cameras": [ids[view] for view in views],
         "normalization": normalization, "protocol": dict(PROTOCOL),
         "versions": runtime.versions(), "device": runtime.describe_device(device) if device is not None else None,
         "date": now(),
