@@ -13,15 +13,13 @@ works in two stages:
 Any non-empty subset of the V views can be given with ``view_mask`` (bool, (B, V) or (V,),
 True = present). An absent view's 2D input is replaced by zeros before any arithmetic (so
 even NaN or inf there cannot reach the output), no view attends to it in the inter-view
-stack, and the weighted mean uses the present views P only, rescaled to keep the all-view
-scale:
+stack, and the weighted mean uses the present views P only, each keeping its learned weight
+w_v plus an equal share of the absent views' weight:
 
-    out = S * sum_{v in P} w_v x_v / S_P + b,   S = sum_v w_v,  S_P = sum_{v in P} w_v.
+    out = sum_{v in P} w_v x_v + (S - S_P) * mean_{v in P} x_v + b,   S = sum_v w_v,  S_P = sum_{v in P} w_v.
 
-When the present weights mostly cancel (|S_P| <= sum_{v in P} |w_v| / 2, S_P = 0 included:
-the weights w_v / S_P would sum to 2 or more in absolute value and amplify disagreement
-between views) it uses ``S * mean_{v in P} x_v + b`` instead. Both give
-``S * x + b`` when the present views agree on x, and ``S * x_v + b`` for a single view v.
+This gives ``S * x + b`` when the present views agree on x and ``S * x_v + b`` for a single view
+v (the all-view scale), divides by nothing, and changes smoothly with the weights.
 Without a mask, or with every view present, the model computes exactly as before.
 
 Parameter names and registration order match the published implementation, so its
@@ -36,7 +34,6 @@ import torch.nn.functional as F
 
 from iivformer.config import ModelConfig
 
-MAX_CANCELLATION = 0.5  # rescale the present views' weights only while |S_P| > (1 - this) * sum_P |w_v|
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -192,19 +189,11 @@ class IIVFormer(nn.Module):
         return torch.einsum("bv,bvd->bd", weights, tokens)[:, None] + self.weighted_mean.bias
 
     def present_view_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """(B, V) bool -> (B, V) weights of the weighted mean over the present views (0 for absent ones).
-
-        Rows with every view present keep the learned weights w; other rows get w_v * S / S_P on the
-        present views, or S / |P| each where the present weights mostly cancel (module docstring)."""
+        """(B, V) bool -> (B, V) weights of the weighted mean: the learned w_v on present views plus
+        an equal share of the absent views' weight (module docstring), 0 on absent views."""
         w = self.weighted_mean.weight.reshape(1, -1)  # (1, V)
-        total = w.sum(dim=1, keepdim=True)  # S
-        w_present = torch.where(present, w, 0.0)  # (B, V)
-        present_sum = w_present.sum(dim=1, keepdim=True)  # S_P
-        rescalable = present_sum.abs() > (1 - MAX_CANCELLATION) * w_present.abs().sum(dim=1, keepdim=True)
-        rescaled = w_present * (total / torch.where(rescalable, present_sum, 1.0))
-        plain_mean = present * (total / present.sum(dim=1, keepdim=True))
-        weights = torch.where(rescalable, rescaled, plain_mean)
-        return torch.where(present.all(dim=1, keepdim=True), w, weights)
+        absent_weight = torch.where(present, 0.0, w).sum(dim=1, keepdim=True)  # S - S_P
+        return torch.where(present, w + absent_weight / present.sum(dim=1, keepdim=True), 0.0)
 
     def forward(self, x: torch.Tensor, view_mask: torch.Tensor = None) -> torch.Tensor:
         """(B, V, J, 2) 2D poses -> (B, 1, J, 3) 3D pose, from the views where `view_mask`
