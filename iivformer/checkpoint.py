@@ -8,7 +8,8 @@ Layout (``version`` 1)::
      "last": {"epoch": int, "state_dict": weights, "optimizer": dict,
               "rng": {"python": list, "numpy": list, "torch": tensor, "cuda": [tensors]}},
      "normalization": Normalization.to_dict(), "history": [dict per epoch],
-     "train_config": dict, "seed": int, "versions": {"torch", "numpy", "python"}}
+     "train_config": dict, "seed": int, "views": [camera indices the model sees, in order],
+     "versions": {"iivformer", "torch", "numpy", "python"}}
 
 Only tensors, dicts, lists, tuples, strings, numbers, booleans and None are stored, so loading
 never needs to run code from the file. A plain state dict (the published ``cpn.pth``) is accepted
@@ -36,6 +37,7 @@ import torch
 from iivformer import runtime
 from iivformer.errors import CheckpointError, IIVFormerError, one_line, short
 from iivformer.files import atomic_write, open_regular_file
+from iivformer.config import TrainConfig
 from iivformer.model import IIVFormer, ModelConfig
 from iivformer.resume import Damaged, check_last_epoch, check_training_state
 from iivformer.npz import LIMIT_VARIABLE, byte_limit
@@ -44,6 +46,7 @@ from iivformer.weights import check_normalization, key_text
 from iivformer.weights import check_tensors, check_weights, expected_shapes, fit_weights, infer_model_config, \
     model_config_from
 
+TRAIN_DEFAULTS = TrainConfig().to_dict()  # what a checkpoint that lacks a newer field was trained with
 FORMAT = "iivformer-checkpoint"
 VERSION = 1
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor)
@@ -257,6 +260,7 @@ def training_checkpoint(config, normalization, model, optimizer, epoch, best, hi
         "normalization": normalization.to_dict(),
         "history": [{k: v for k, v in record.items() if k not in TIMING_FIELDS} for record in history],
         "train_config": config.to_dict(), "seed": config.seed,
+        "views": list(config.views or range(config.model.num_view)),
         "versions": runtime.versions(),
     }
 
@@ -279,7 +283,8 @@ def load_for_resume(path, config, normalization) -> dict:
         raise CheckpointError(f"cannot resume from {path}: {damaged}") from None
     before, now = saved["train_config"], config.to_dict()
     differ = [f"{key} {_shown(before.get(key))} in the checkpoint, {now[key]} now"
-              for key in ("batch_size", "lr", "seed", "select_on") if not _equal(before.get(key), now[key])]
+              for key in ("batch_size", "lr", "seed", "select_on", "views", "view_dropout")
+              if not _equal(before.get(key, TRAIN_DEFAULTS[key]), now[key])]
     differ += [f"{key} {saved['model_config'].get(key)} in the checkpoint, {value} now"
                for key, value in now["model"].items() if saved["model_config"].get(key) != value]
     if config.epochs < done:
@@ -300,5 +305,10 @@ def _shown(value) -> str:
 
 
 def _equal(stored, now) -> bool:
-    """A stored scalar setting equals the current one (a stored container or tensor never does)."""
+    """A stored setting equals the current one: None, a scalar, or a list of scalars (views); a stored
+    dict, tensor or other object never does."""
+    if stored is None or now is None:
+        return stored is now
+    if isinstance(stored, (list, tuple)) and isinstance(now, (list, tuple)):
+        return len(stored) == len(now) and all(_equal(a, b) for a, b in zip(stored, now))
     return isinstance(stored, (str, int, float)) and type(stored) is not bool and stored == now

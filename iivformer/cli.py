@@ -25,7 +25,8 @@ from iivformer.errors import IIVFormerError, printable
 from iivformer.files import check_distinct, check_writable, write_json
 from iivformer.npz import DEFAULT_MAX_GB, LIMIT_VARIABLE
 
-_TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads")
+_TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads",
+                   "view_dropout")
 _PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}  # for the help texts
 
 
@@ -138,11 +139,12 @@ def cmd_train(args):
         raise IIVFormerError(f"--val_subjects: {', '.join(unknown)} not among the training subjects "
                              f"{', '.join(skeleton.TRAIN_SUBJECTS)}")
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
-    config = training_config(args.profile, select_on="val" if val_subjects else None, **settings)
+    views = parse_views(args.views) if args.views else None
+    config = training_config(args.profile, select_on="val" if val_subjects else None, views=views, **settings)
     path_3d, path_2d = _archives(args)
     train.check_output_paths(args.model_path, args.log, {"--data_3d": path_3d, "--data_2d": path_2d})
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)
-    prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects)
+    prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects, views=views)
     history = train.train(config, prepared, checkpoint_path=args.model_path, log_path=args.log,
                           resume=args.resume)
     best = min(history, key=lambda record: record.get(f"{config.select_on}_mpjpe", float("inf")))
@@ -155,15 +157,14 @@ def cmd_evaluate(args):
     subjects = evaluate.parse_subjects(args.subjects)
     protocols = evaluate.PROTOCOLS if args.protocol == "both" else (args.protocol,)
     views = parse_views(args.views) if args.views else None
-    if args.method == "model" and views not in (None, list(range(skeleton.NUM_VIEWS))):
-        raise IIVFormerError(f"--views {args.views}: the model takes all {skeleton.NUM_VIEWS} views it was trained on")
     if args.json:
         check_writable(args.json, "--json")
     path_3d, path_2d = _archives(args)
     model_path = args.model_path if args.method == "model" else None
     check_distinct({"--json": args.json}, {"--model_path": model_path, "--data_3d": path_3d, "--data_2d": path_2d})
     if args.method == "model":
-        result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device)
+        result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device,
+                                              views=views)
     else:
         result = evaluate_method(args.method, path_3d, path_2d, subjects, views=views)
     results = result.results(protocols)
@@ -210,6 +211,10 @@ def _add_train_command(commands):
     fit.add_argument("--embed_dim_ratio", type=_positive_int, help=_published("embed_dim_ratio"))
     fit.add_argument("--depth", type=_positive_int, help=_published("depth"))
     fit.add_argument("--num_heads", type=_positive_int, help=_published("num_heads"))
+    fit.add_argument("--views", help="cameras the model sees, as indices (0,1,3) or ids (54138969,...); default: all")
+    fit.add_argument("--view_dropout", type=_non_negative_float,
+                     help="probability of leaving each view out of a training sample, so that the model "
+                          "accepts any subset of its views (default: 0)")
     fit.set_defaults(run=cmd_train)
 
 

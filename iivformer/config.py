@@ -115,6 +115,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     select_on: str = "test"  # which split picks the best epoch: "test" (published) or "val"
     eval_batch_size: int = 4096
+    views: tuple = None  # camera indices the model sees, in order; None: every camera of the archives
+    view_dropout: float = 0.0  # per-view probability of leaving a view out of a training sample (one always stays)
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -142,6 +144,14 @@ class TrainConfig:
             raise IIVFormerError(f"model must be a ModelConfig, not {type(self.model).__name__}")
         if not isinstance(self.device, str):
             raise IIVFormerError(f"device must be a string such as 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if self.views is not None:
+            self.views = tuple(self.views)
+            if len(self.views) != self.model.num_view:
+                raise IIVFormerError(f"views {list(self.views)} are {len(self.views)} cameras but the model takes "
+                                     f"{self.model.num_view} views")
+        if not _is_number(self.view_dropout) or not 0 <= self.view_dropout < 1:
+            raise IIVFormerError(f"view_dropout must be a probability in [0, 1), not {short(self.view_dropout)}")
+        self.view_dropout = float(self.view_dropout)
 
     def to_dict(self) -> dict:
         return asdict(self)  # the model config becomes a dict too
@@ -203,6 +213,8 @@ def training_config(profile: str = None, **overrides) -> TrainConfig:
     if unknown:
         raise IIVFormerError(f"unknown settings: {', '.join(unknown)}")
     model_values = {**chosen.model, **{k: v for k, v in given.items() if k in _MODEL_FIELDS}}
+    if given.get("views") is not None:  # the model takes as many views as the cameras chosen
+        model_values.setdefault("num_view", len(given["views"]))
     model = replace(given.pop("model", ModelConfig()), **model_values)
     train_values = {**chosen.train, **{k: v for k, v in given.items() if k not in _MODEL_FIELDS}}
     return TrainConfig(model=model, **train_values)

@@ -26,14 +26,17 @@ _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions",
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096) -> np.ndarray:
-    """3D poses (N, J, 3) in millimetres for normalised 2D inputs (N, V, J, 2)."""
+def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
+            view_mask=None) -> np.ndarray:
+    """3D poses (N, J, 3) in millimetres for normalised 2D inputs (N, V, J, 2), from the views where
+    `view_mask` (V,) is True (default: all)."""
     model = model.to(device).eval()
+    view_mask = None if view_mask is None else torch.as_tensor(view_mask, dtype=torch.bool, device=device)
     outputs = []
     starts = range(0, len(inputs), batch_size)
     for start in tqdm(starts, desc="predicting", unit="batch", leave=False, disable=len(starts) < 8):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
-        outputs.append(model(batch)[:, 0].float().cpu())
+        outputs.append(model(batch, view_mask)[:, 0].float().cpu())
     if not outputs:
         return np.zeros((0,) + inputs.shape[2:3] + (3,), dtype=np.float32)
     return torch.cat(outputs).numpy()
@@ -144,9 +147,10 @@ class Evaluation:
         return cls(errors=errors, provenance=summary.get("provenance", {}), **samples)
 
 
-def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096) -> Evaluation:
+def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096,
+                   view_mask=None) -> Evaluation:
     """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame."""
-    return evaluate_predictions(predict(model, split.inputs, device, batch_size), split)
+    return evaluate_predictions(predict(model, split.inputs, device, batch_size, view_mask), split)
 
 
 def evaluate_predictions(predictions: np.ndarray, split: Split, provenance: dict = None) -> Evaluation:
@@ -176,23 +180,50 @@ def parse_subjects(text: str) -> list:
 
 
 def load_for_evaluation(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
-                        train_subjects=skeleton.TRAIN_SUBJECTS, keep_archives=False) -> tuple:
-    """(checkpoint, model, prepared) ready to evaluate `subjects` (prepared.test). The project's
-    checkpoints carry their normalisation statistics; a plain state dict such as the published
-    cpn.pth does not, so they are recomputed from `train_subjects`, as the published evaluation does."""
+                        train_subjects=skeleton.TRAIN_SUBJECTS, keep_archives=False, views=None) -> tuple:
+    """(checkpoint, model, prepared) ready to evaluate `subjects` (prepared.test) on `views` (default:
+    the views the model was trained on; a subset of them needs a model trained with view dropout).
+    The project's checkpoints carry their normalisation statistics; a plain state dict such as the
+    published cpn.pth does not, so they are recomputed from `train_subjects`, as the published
+    evaluation does."""
     checkpoint = load_checkpoint(model_path)
     model = build_model(checkpoint, source=str(model_path))
+    trained = trained_views(checkpoint)
+    view_mask(checkpoint, views, model_path)  # refuse views the model cannot take before reading data
     stored = checkpoint.get("normalization")
     normalization = Normalization.from_dict(stored) if stored else None
     prepared = prepare.prepare(data_3d, data_2d, train_subjects=() if normalization else train_subjects,
-                               test_subjects=subjects, normalization=normalization, keep_archives=keep_archives)
+                               test_subjects=subjects, normalization=normalization, keep_archives=keep_archives,
+                               views=trained)
     return checkpoint, model, prepared
 
 
-def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data_2d, device="auto") -> Evaluation:
-    """Evaluate what :func:`load_for_evaluation` returned on its test split, with the provenance."""
+def trained_views(checkpoint: dict) -> list:
+    """The cameras a checkpoint's model was trained on, in order (a plain state dict: all of them)."""
+    return list(checkpoint.get("views") or range(checkpoint["model_config"]["num_view"]))
+
+
+def view_mask(checkpoint: dict, views, model_path):
+    """None for the trained views; else the (V,) bool mask of `views` among them, which only a model
+    trained with view dropout accepts (one IIVFormerError line otherwise)."""
+    trained = trained_views(checkpoint)
+    if views is None or list(views) == trained:
+        return None
+    outside = [view for view in views if view not in trained]
+    if outside:
+        raise IIVFormerError(f"{model_path}: views {outside} are not among the views {trained} the model was trained on")
+    if not checkpoint.get("train_config", {}).get("view_dropout"):
+        raise IIVFormerError(f"{model_path}: trained on views {trained} without view dropout; evaluate it on those "
+                             "views, or train with --view_dropout to evaluate on a subset")
+    return np.array([view in views for view in trained])
+
+
+def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data_2d, device="auto",
+                    views=None) -> Evaluation:
+    """Evaluate what :func:`load_for_evaluation` returned on its test split (from `views`, default
+    those the model was trained on), with the provenance."""
     device = runtime.resolve_device(device)
-    evaluation = evaluate_split(model, prepared.test, device)
+    evaluation = evaluate_split(model, prepared.test, device, view_mask=view_mask(checkpoint, views, model_path))
     bad = int(np.count_nonzero(~np.isfinite(evaluation.predictions).all(axis=(1, 2))))
     if bad:
         raise IIVFormerError(f"{model_path}: the model's predictions are not finite for {bad} of "
@@ -200,12 +231,15 @@ def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data
     normalization = ("stored in the checkpoint" if checkpoint.get("normalization") else
                      f"recomputed from the training subjects {', '.join(prepared.train_subjects)}")
     evaluation.provenance = provenance.describe("IIVFormer", model_path, data_3d, data_2d, prepared.test_subjects,
-                                                len(evaluation), device, normalization)
+                                                len(evaluation), device, normalization,
+                                                views if views is not None else prepared.views)
     return evaluation
 
 
 def evaluate_checkpoint(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
-                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto") -> Evaluation:
-    """Evaluate a checkpoint (the project's, or a plain state dict) on the frames of `subjects`."""
-    checkpoint, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects)
-    return evaluate_loaded(checkpoint, model, prepared, model_path, data_3d, data_2d, device)
+                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto", views=None) -> Evaluation:
+    """Evaluate a checkpoint (the project's, or a plain state dict) on the frames of `subjects`,
+    from `views` (camera indices; default: those it was trained on)."""
+    checkpoint, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects,
+                                                      views=views)
+    return evaluate_loaded(checkpoint, model, prepared, model_path, data_3d, data_2d, device, views)

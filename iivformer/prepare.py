@@ -85,6 +85,7 @@ class Prepared:
     val: Split = None
     val_subjects: tuple = ()
     archives: Archives = None
+    views: tuple = tuple(range(skeleton.NUM_VIEWS))  # the cameras of the inputs' view axis, in order
 
 
 def _parse_subjects(subjects, what: str) -> tuple:
@@ -94,11 +95,11 @@ def _parse_subjects(subjects, what: str) -> tuple:
     return subjects
 
 
-def _fill_split(archives: Archives, subjects) -> Split:
-    """Stack the recordings of `subjects`: raw pixel inputs and root-relative millimetre targets."""
+def _fill_split(archives: Archives, subjects, views: list) -> Split:
+    """Stack the recordings of `subjects`: raw pixel inputs of `views` and root-relative millimetre targets."""
     sources = [(subject, recording) for subject in subjects for recording in archives.recordings(subject)]
     total = sum(archives.frames(subject, recording) for subject, recording in sources)
-    inputs = np.empty((total, skeleton.NUM_VIEWS, skeleton.NUM_JOINTS, 2), dtype=np.float32)
+    inputs = np.empty((total, len(views), skeleton.NUM_JOINTS, 2), dtype=np.float32)
     targets = np.empty((total, 1, skeleton.NUM_JOINTS, 3), dtype=np.float32)
     source_index = np.empty(total, dtype=np.int32)
     frame_index = np.empty(total, dtype=np.int32)
@@ -107,7 +108,7 @@ def _fill_split(archives: Archives, subjects) -> Split:
         positions_mm = archives.positions_3d[subject][recording] * np.float32(1000)
         stop = start + len(positions_mm)
         targets[start:stop, 0] = positions_mm - positions_mm[:, :1]
-        inputs[start:stop] = archives.positions_2d[subject][recording]
+        inputs[start:stop] = archives.positions_2d[subject][recording][:, views]
         source_index[start:stop] = index
         frame_index[start:stop] = np.arange(stop - start)
         start = stop
@@ -139,14 +140,18 @@ def normalize_in_place(inputs: np.ndarray, normalization: Normalization, chunk: 
 
 def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
             test_subjects=skeleton.TEST_SUBJECTS, val_subjects=(), normalization=None,
-            keep_archives=False) -> Prepared:
+            keep_archives=False, views=None) -> Prepared:
     """Load (if given paths), validate and prepare archives exactly as the published pipeline does.
 
     `data_3d`, `data_2d`: paths of the two archives, or `data_3d` an :class:`Archives` already
     loaded. The statistics come from `train_subjects` only and apply to every split.
     `val_subjects` (taken out of training) give a held-out validation split. A given
-    `normalization` (from a checkpoint) is applied instead of computing one.
+    `normalization` (from a checkpoint) is applied instead of computing one. `views` (camera
+    indices, default all) chooses the cameras of the inputs, in that order.
     """
+    views = list(range(skeleton.NUM_VIEWS)) if views is None else list(views)
+    if not views or not all(0 <= view < skeleton.NUM_VIEWS for view in views) or len(set(views)) != len(views):
+        raise DataError(f"views must be distinct camera indices 0..{skeleton.NUM_VIEWS - 1}, not {views}")
     train_subjects = _parse_subjects(train_subjects, "training")
     test_subjects = _parse_subjects(test_subjects, "test")
     val_subjects = _parse_subjects(val_subjects, "validation")
@@ -164,15 +169,16 @@ def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
         if subject not in archives.positions_3d:
             raise DataError(f"{archives.path_3d}: subject {subject} is missing "
                             f"(found: {', '.join(archives.subjects) or 'nothing'})")
-    train = _fill_split(archives, train_subjects)
+    train = _fill_split(archives, train_subjects, views)
     if normalization is None:
         normalization = _statistics(train.inputs)
-    splits = [train, _fill_split(archives, test_subjects)]
+    splits = [train, _fill_split(archives, test_subjects, views)]
     if val_subjects:
-        splits.append(_fill_split(archives, val_subjects))
+        splits.append(_fill_split(archives, val_subjects, views))
     for split in splits:
         normalize_in_place(split.inputs, normalization)
     return Prepared(train=splits[0], test=splits[1], normalization=normalization,
                     train_subjects=train_subjects, test_subjects=test_subjects,
                     val=splits[2] if val_subjects else None, val_subjects=val_subjects,
-                    archives=archives if keep_archives or isinstance(data_3d, Archives) else None)
+                    archives=archives if keep_archives or isinstance(data_3d, Archives) else None,
+                    views=tuple(views))

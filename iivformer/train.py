@@ -134,7 +134,8 @@ def _train_epoch(model, optimizer, inputs, targets, config, epoch, progress):
               disable=not progress) as bar:
         for b in range(batches):
             index = order[b * size:(b + 1) * size]
-            loss = mpjpe(model(inputs[index]), targets[index])
+            present = _drop_views(len(index), inputs.shape[1], config.view_dropout, inputs.device)
+            loss = mpjpe(model(inputs[index], present), targets[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -146,6 +147,17 @@ def _train_epoch(model, optimizer, inputs, targets, config, epoch, progress):
                 bar.set_postfix(mpjpe=f"{running:.2f} mm", refresh=False)
             bar.update(1)
     return running, None
+
+
+def _drop_views(batch: int, views: int, probability: float, device):
+    """None without view dropout; else a (batch, views) bool mask, each view present with
+    probability 1 - `probability`, and one random view kept where a sample would have none."""
+    if probability == 0:
+        return None
+    present = torch.rand(batch, views, device=device) >= probability
+    kept = torch.randint(views, (batch,), device=device)
+    present[torch.arange(batch, device=device), kept] |= ~present.any(dim=1)
+    return present
 
 
 @torch.no_grad()
