@@ -162,6 +162,8 @@ def cmd_evaluate(args):
     path_3d, path_2d = _archives(args)
     model_path = args.model_path if args.method == "model" else None
     check_distinct({"--json": args.json}, {"--model_path": model_path, "--data_3d": path_3d, "--data_2d": path_2d})
+    if args.view_subsets:
+        return _evaluate_subsets(args, path_3d, path_2d, subjects)
     if args.method == "model":
         result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device,
                                               views=views)
@@ -177,6 +179,22 @@ def cmd_evaluate(args):
         print(line)
     if args.json:
         write_json(args.json, result.summary(protocols))
+        print(f"wrote {args.json}")
+
+
+def _evaluate_subsets(args, path_3d, path_2d, subjects):
+    from iivformer import subsets, tables
+
+    if args.method != "model" or args.views:
+        raise IIVFormerError("--view_subsets all evaluates the model and triangulation on every subset: "
+                             "give neither --method nor --views with it")
+    result = subsets.evaluate_subsets(args.model_path, path_3d, path_2d, subjects, device=args.device)
+    print(tables.subsets_table(result["subsets"]))
+    for method in ("model", "triangulation"):
+        worse, cases = subsets.added_view_hurts(result["subsets"], method)
+        print(f"{method}: adding a view made P1 worse in {worse} of {cases} cases")
+    if args.json:
+        write_json(args.json, result)
         print(f"wrote {args.json}")
 
 
@@ -230,6 +248,8 @@ def _add_evaluate_command(commands):
     test.add_argument("--method", choices=METHODS, default="model",
                       help="the trained model (--model_path), or a reference method on the same frames")
     test.add_argument("--views", help="cameras to use, as indices (0,1,3) or ids (54138969,...); default: all")
+    test.add_argument("--view_subsets", choices=["all"],
+                      help="evaluate the model (trained with --view_dropout) and triangulation on every subset")
     test.set_defaults(run=cmd_evaluate)
 
 

@@ -230,3 +230,13 @@ def metrics_table(values: dict, decimals: int = 1) -> str:
         value = values.get(name)
         lines.append(f"| {label} | {MISSING if value is None else f'{value:.{decimals}f}'} | {unit} |")
     return "\n".join(lines) + "\n"
+
+
+def subsets_table(subsets: dict, protocol: str = "p1", decimals: int = 1) -> str:
+    """A Markdown table of :func:`iivformer.subsets.evaluate_subsets`'s "subsets": one row per subset
+    of views, the model's and triangulation's mean error (mm) under `protocol`."""
+    lines = [f"| views | model {protocol.upper()} (mm) | triangulation {protocol.upper()} (mm) |", "|---|---:|---:|"]
+    for name, entry in subsets.items():
+        cells = [f"{entry[m][protocol]:.{decimals}f}" if m in entry else MISSING for m in ("model", "triangulation")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

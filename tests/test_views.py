@@ -74,3 +74,27 @@ def test_view_settings_that_cannot_train_are_refused():
     with pytest.raises(IIVFormerError, match="are 2 cameras but the model takes 4 views"):
         config.training_config(views=[0, 1], num_view=4)
     assert config.training_config(views=[2, 0]).model.num_view == 2
+
+
+def test_every_subset_of_views_at_once(trained, tiny, tmp_path):
+    out = tmp_path / "subsets.json"
+    completed = run("evaluate", "--data_3d", tiny[0], "--data_2d", tiny[1], "--model_path", trained["dropout"],
+                    "--view_subsets", "all", "--device", "cpu", "--json", out)
+    assert completed.returncode == 0, completed.stderr
+    subsets = json.loads(out.read_text())["subsets"]
+    assert len(subsets) == 15 and list(subsets)[:2] == ["0", "1"] and list(subsets)[-1] == "0,1,2,3"
+    assert all("model" in entry for entry in subsets.values())
+    assert sum("triangulation" in entry for entry in subsets.values()) == 11  # the subsets of 2 or more
+    all_views = evaluate.evaluate_checkpoint(trained["dropout"], *tiny, device="cpu")
+    assert subsets["0,1,2,3"]["model"]["p1"] == pytest.approx(all_views.per_action("p1")["mean"], abs=1e-6)
+    assert "adding a view made P1 worse in" in completed.stdout and "| 0,2 |" in completed.stdout
+    refused = run("evaluate", "--data_3d", tiny[0], "--data_2d", tiny[1], "--model_path", trained["subset"],
+                  "--view_subsets", "all")
+    assert refused.returncode == 1 and "needs a model trained with --view_dropout" in refused.stderr
+
+
+def test_adding_a_view_is_counted_against_the_smaller_subset():
+    from iivformer.subsets import added_view_hurts
+
+    subsets = {"0": {"model": {"p1": 50.0}}, "1": {"model": {"p1": 40.0}}, "0,1": {"model": {"p1": 45.0}}}
+    assert added_view_hurts(subsets) == (1, 2)  # 40 -> 45 is worse, 50 -> 45 is better
