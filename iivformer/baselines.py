@@ -35,18 +35,21 @@ def triangulate(normalized: np.ndarray, rotations: np.ndarray, centres: np.ndarr
     return np.linalg.solve(normal, np.einsum("...ri,...r->...i", rows, targets)[..., None])[..., 0]
 
 
-def triangulation(split: Split, normalization: Normalization, views=None) -> np.ndarray:
+def triangulation(split: Split, normalization: Normalization, views=None, axis_views=None) -> np.ndarray:
     """Triangulate every frame of a split from its (denormalised) 2D detections of `views` (camera
-    indices; default all), (N, J, 3) mm, root-relative. Each subject's own calibration is used."""
-    views = list(range(split.inputs.shape[1])) if views is None else list(views)
+    indices; default all the split has), (N, J, 3) mm, root-relative. `axis_views`: the camera of
+    each view axis of the split's inputs (default 0, 1, ...). Each subject's own calibration is used."""
+    axis_views = list(range(split.inputs.shape[1])) if axis_views is None else list(axis_views)
+    views = axis_views if views is None else list(views)
     if len(views) < 2:
         raise IIVFormerError(f"triangulation needs 2 or more views, not {len(views)} ({views})")
+    axes = [axis_views.index(view) for view in views]
     predictions = np.empty(split.targets[:, 0].shape, dtype=np.float32)
     subjects = split.subjects
     for subject in np.unique(subjects):
         rows = np.flatnonzero(subjects == subject)
         chosen = [cameras.cameras_for(str(subject))[view] for view in views]
-        pixels = normalization.invert(split.inputs[rows][:, views])  # (n, V', J, 2)
+        pixels = normalization.invert(split.inputs[rows])[:, axes]  # (n, V', J, 2)
         normalized = np.stack([cameras.undistort((pixels[:, v] - cam.center) / cam.focal_length, cam)
                                for v, cam in enumerate(chosen)], axis=2)  # (n, J, V', 2)
         points = triangulate(normalized, np.stack([cam.rotation for cam in chosen]),

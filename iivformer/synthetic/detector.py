@@ -28,7 +28,7 @@ def check_detector_noise(detector_noise) -> None:
         raise IIVFormerError(f"detector_noise must be between 0 and {MAX_DETECTOR_NOISE:g} pixels, got {detector_noise!r}")
 
 
-def _detector_error(uv, rng, sigma, cam):
+def detector_error(uv, rng, sigma, cam):
     """Detector-like error on (F, 17, 2) pixels: jitter, slow drift, left/right swaps and outliers."""
     frames = len(uv)
     scale = np.ones((skeleton.NUM_JOINTS, 1))
@@ -67,7 +67,7 @@ def make_detections(positions_3d: dict, seed: int, detector_noise: float = DEFAU
             uv = cameras.project(joints, cam)
             uv = np.concatenate([uv, np.repeat(uv[-1:], rng.integers(0, 6), axis=0)])
             if detector_noise > 0:
-                uv = _detector_error(uv, rng, detector_noise, cam)
+                uv = detector_error(uv, rng, detector_noise, cam)
             views.append(uv.astype(np.float32))
         detections.setdefault(subject, {})[name] = views
     return detections
