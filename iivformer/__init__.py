@@ -14,6 +14,8 @@ Each stage of the data flow has a module named for it:
 - :mod:`~iivformer.metrics`: MPJPE, Procrustes-aligned P-MPJPE, N-MPJPE, velocity error, PCK, AUC.
 - :mod:`~iivformer.evaluate`, :mod:`~iivformer.baselines`: Protocol 1/2 per action, per joint and per frame,
   saved with its :mod:`~iivformer.provenance`; reference methods on the same frames.
+- :mod:`~iivformer.subsets`, :mod:`~iivformer.robustness`: every subset of views; detector noise and
+  per-camera forensics.
 - :mod:`~iivformer.tables`, :mod:`~iivformer.viz`: every table (text, Markdown, LaTeX); figures, 3D viewer, explorer.
 - :mod:`~iivformer.files`, :mod:`~iivformer.errors`: atomic writes and output checks; error types and exit statuses.
 - :mod:`~iivformer.cli`, :mod:`~iivformer.workbench`: the `iivformer` command; the notebooks' one-call set-up.

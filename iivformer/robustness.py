@@ -11,7 +11,7 @@ Results are {"p1": mm, "p2": mm} per method, the means over actions of the table
 """
 import numpy as np
 
-from iivformer import cameras
+from iivformer import cameras, runtime
 from iivformer.baselines import triangulation
 from iivformer.evaluate import evaluate_predictions, predict
 from iivformer.prepare import Normalization, Split
@@ -52,10 +52,10 @@ def _means(evaluation) -> dict:
     return {protocol: evaluation.per_action(protocol)["mean"] for protocol in ("p1", "p2")}
 
 
-def evaluate_pixels(model, prepared, pixels: np.ndarray, device="cpu") -> dict:
+def evaluate_pixels(model, prepared, pixels: np.ndarray, device="auto") -> dict:
     """{"model": {"p1", "p2"}, "triangulation": {...}} on the frames of prepared.test given their 2D
     `pixels` (N, V, J, 2) in the cameras prepared.views."""
-    split, normalization = prepared.test, prepared.normalization
+    split, normalization, device = prepared.test, prepared.normalization, runtime.resolve_device(device)
     inputs = ((pixels - normalization.mean) / normalization.std).astype(np.float32)
     pixel_split = Split(pixels, split.targets, split.sources, split.source_index, split.frame_index)
     return {"model": _means(evaluate_predictions(predict(model, inputs, device), split)),
@@ -63,7 +63,7 @@ def evaluate_pixels(model, prepared, pixels: np.ndarray, device="cpu") -> dict:
                 triangulation(pixel_split, _PIXELS, axis_views=prepared.views), split))}
 
 
-def noise_sweep(model, prepared, levels=NOISE_LEVELS, base: str = "exact", device="cpu") -> dict:
+def noise_sweep(model, prepared, levels=NOISE_LEVELS, base: str = "exact", device="auto") -> dict:
     """{noise px: evaluate_pixels(...)} on prepared.test (prepared with its archives kept), the noise
     added to the exact projections (`base` "exact") or to the archive's own 2D ("archive")."""
     test, views = prepared.test, prepared.views
@@ -73,7 +73,7 @@ def noise_sweep(model, prepared, levels=NOISE_LEVELS, base: str = "exact", devic
             for sigma in levels}
 
 
-def camera_forensics(model, prepared, device="cpu") -> dict:
+def camera_forensics(model, prepared, device="auto") -> dict:
     """{"inputs": results on the archive's 2D, "cameras": {camera id: {"model": {"p1", "p2"},
     "triangulation": {...}, "pixel_error": mean px}}, "pixel_error_per_joint": [[px per joint] per camera]}:
     each camera's 2D in turn replaced by the exact projection of the ground truth."""

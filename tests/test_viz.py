@@ -234,3 +234,20 @@ def test_comparison_table_lists_each_method_with_its_means(evaluation):
     assert lines[0] == "| Method | P1 (mm) | P2 (mm) |" and len(lines) == 4
     expected = f"| model | {evaluation.per_action('p1')['mean']:.1f} | {evaluation.per_action('p2')['mean']:.1f} |"
     assert lines[2] == expected
+
+
+def test_views_lab_figures_are_titled_and_labelled():
+    from iivformer.viz import views as view_figures
+
+    entry = {"model": {"p1": 40.0, "p2": 30.0}, "triangulation": {"p1": 35.0, "p2": 28.0}}
+    sweep = {0.0: entry, 5.0: entry}
+    forensics = {"inputs": entry, "cameras": {cam: entry for cam in ("54138969", "55011271")},
+                 "pixel_error_per_joint": np.ones((2, 17)).tolist()}
+    subsets = {"0": {"model": entry["model"]}, "0,1": entry}
+    for fig in (view_figures.plot_noise_sweep(sweep), view_figures.plot_camera_costs(forensics, [0.5, 0.5]),
+                view_figures.plot_pixel_error(forensics["pixel_error_per_joint"], [0, 1]),
+                view_figures.plot_subsets(subsets)):
+        axes = fig.axes[0]
+        assert axes.get_xlabel() and axes.get_ylabel() and (axes.get_title() or fig._suptitle)
+    bars = view_figures.plot_subsets(subsets).axes[0].patches
+    assert [round(bar.get_height(), 1) for bar in bars if np.isfinite(bar.get_height())] == [40.0, 40.0, 35.0]
