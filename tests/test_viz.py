@@ -251,3 +251,17 @@ def test_views_lab_figures_are_titled_and_labelled():
         assert axes.get_xlabel() and axes.get_ylabel() and (axes.get_title() or fig._suptitle)
     bars = view_figures.plot_subsets(subsets).axes[0].patches
     assert [round(bar.get_height(), 1) for bar in bars if np.isfinite(bar.get_height())] == [40.0, 40.0, 35.0]
+
+
+def test_the_offline_viewer_shows_every_views_input_beside_the_3d(evaluation):
+    rng = np.random.default_rng(1)
+    pixels = rng.uniform(0, 1000, (len(evaluation), 4, 17, 2))
+    plain = viewer.sequence_figure(evaluation, "S9", "Walking 1")
+    fig = viewer.sequence_figure(evaluation, "S9", "Walking 1", pixels=pixels)
+    assert len(fig.data) == len(plain.data) + 4 and all(len(frame.data) == len(fig.data) for frame in fig.frames)
+    samples = np.flatnonzero((evaluation.subjects == "S9") & (evaluation.recordings == "Walking 1"))
+    samples = samples[np.argsort(evaluation.frame_index[samples], kind="stable")]
+    last_view = fig.frames[-1].data[-1]  # the last camera's 2D in the last frame
+    child, parent = skeleton.BONES[0]
+    assert last_view.x[:2] == (pixels[samples[-1], 3, parent, 0], pixels[samples[-1], 3, child, 0])
+    assert fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]  # image rows grow downwards

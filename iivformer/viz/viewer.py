@@ -13,7 +13,7 @@ import torch
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from iivformer import skeleton
+from iivformer import cameras, skeleton
 from iivformer.files import atomic_write
 from iivformer.errors import IIVFormerError
 
@@ -85,9 +85,12 @@ def cube_scene(extent: float) -> dict:
     return dict(aspectmode="cube", xaxis=axis, yaxis=axis, zaxis=axis, **AXIS_TITLES)
 
 
-def sequence_figure(evaluation, subject, recording, frames=None, step=1, protocol="p1", fps=50) -> go.Figure:
+def sequence_figure(evaluation, subject, recording, frames=None, step=1, protocol="p1", fps=50,
+                    pixels=None, views=None) -> go.Figure:
     """An animated figure of one recording (`frames`: the frame numbers to keep, e.g. range(0, 500),
-    then every `step`-th) with a frame slider and play/pause buttons."""
+    then every `step`-th) with a frame slider and play/pause buttons. With `pixels` (N, V, J, 2), the
+    2D input of every evaluated sample (in the cameras `views`, default 0..V-1), each view's 2D is
+    drawn beside the 3D, frame by frame, so a bad frame can be traced to the camera that caused it."""
     samples = np.flatnonzero((evaluation.subjects == subject) & (evaluation.recordings == recording))
     samples = samples[np.argsort(evaluation.frame_index[samples], kind="stable")]
     if frames is not None:
@@ -106,10 +109,17 @@ def sequence_figure(evaluation, subject, recording, frames=None, step=1, protoco
     extent = fit_extent([evaluation.predictions[samples], evaluation.targets[samples]])
     fig = skeleton_figure(evaluation.predictions[first], evaluation.targets[first], errors[first], title(0),
                           cmax, extent)
+    if pixels is not None:
+        views = list(range(pixels.shape[1])) if views is None else list(views)
+        fig = _beside_views(fig, pixels[first], views, subject)
+
+    def frame_data(sample):
+        data = [go.Scatter3d(**t) for t in skeleton_traces(evaluation.predictions[sample], evaluation.targets[sample],
+                                                           errors[sample], cmax)]
+        return data + ([go.Scatter(**t) for t in _view_traces(pixels[sample])] if pixels is not None else [])
+
     fig.frames = [go.Frame(name=str(int(evaluation.frame_index[s])), layout=dict(title=dict(text=title(i))),
-                           data=[go.Scatter3d(**t) for t in skeleton_traces(evaluation.predictions[s],
-                                                                            evaluation.targets[s], errors[s], cmax)])
-                  for i, s in enumerate(samples)]
+                           data=frame_data(s)) for i, s in enumerate(samples)]
     still = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
     steps = [dict(method="animate", label=frame.name, args=[[frame.name], still]) for frame in fig.frames]
     play = dict(frame=dict(duration=1000 * step / fps, redraw=True), transition=dict(duration=0), fromcurrent=True)
@@ -120,6 +130,43 @@ def sequence_figure(evaluation, subject, recording, frames=None, step=1, protoco
                           buttons=[dict(label="Play", method="animate", args=[None, play]),
                                    dict(label="Pause", method="animate", args=[[None], still])])],
         height=650)
+    return fig
+
+
+def _view_traces(pixels) -> list:
+    """One trace update per view: the bones of its 2D pose (V, J, 2) as a polyline with None gaps."""
+    updates = []
+    for view in np.asarray(pixels, dtype=float):
+        x, y = [], []
+        for child, parent in skeleton.BONES:
+            x += [view[parent, 0], view[child, 0], None]
+            y += [view[parent, 1], view[child, 1], None]
+        updates.append(dict(x=x, y=y))
+    return updates
+
+
+def _beside_views(skeleton_fig: go.Figure, pixels, views, subject) -> go.Figure:
+    """`skeleton_fig`'s 3D scene on the left, each view's 2D input (pixels, image rows downwards) on
+    the right, two per row; the 2D traces come after the 3D ones."""
+    rows = -(-len(views) // 2)
+    specs = [[{"type": "scene", "rowspan": rows}, {"type": "xy"}, {"type": "xy"}]]
+    specs += [[None, {"type": "xy"}, {"type": "xy"}] for _ in range(rows - 1)]
+    subject_cameras = cameras.cameras_for(subject)
+    titles = ["3D (mm)"] + [f"camera {subject_cameras[view].id}: input 2D" for view in views]
+    fig = make_subplots(rows=rows, cols=3, specs=specs, column_widths=[0.5, 0.25, 0.25], subplot_titles=titles,
+                        horizontal_spacing=0.04, vertical_spacing=0.16)
+    for trace in skeleton_fig.data:
+        fig.add_trace(trace, row=1, col=1)
+    for index, (view, update) in enumerate(zip(views, _view_traces(pixels))):
+        row, col = 1 + index // 2, 2 + index % 2
+        fig.add_trace(go.Scatter(mode="lines", line=dict(color="#333333", width=2), showlegend=False,
+                                 hoverinfo="skip", **update), row=row, col=col)
+        camera = subject_cameras[view]
+        fig.update_xaxes(range=[0, camera.res_w], title_text="x (px)", row=row, col=col)
+        fig.update_yaxes(range=[camera.res_h, 0], title_text="y (px)", row=row, col=col)
+    scene = {**skeleton_fig.layout.scene.to_plotly_json(), "domain": fig.layout.scene.domain.to_plotly_json()}
+    fig.update_layout(title=skeleton_fig.layout.title, scene=scene, uirevision="keep",
+                      margin=dict(l=0, r=0, t=60, b=0), legend=dict(x=0, y=1))
     return fig
 
 
