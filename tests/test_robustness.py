@@ -5,6 +5,9 @@ import pytest
 from iivformer import config, evaluate, prepare, robustness, synthetic, train
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
     """A ci-profile model (2 epochs) and the tiny set made with 6 px detector noise, test split kept
