@@ -84,41 +84,6 @@ def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
     return evaluation
 
 
-def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
-                    train_subjects=skeleton.TRAIN_SUBJECTS, views=None):
-    """The Evaluation, with its provenance, of a reference method ("triangulation" from the raw 2D of
-    `views`, or "mean-pose", the mean of `train_subjects`) on the frames of `subjects`."""
-    from iivformer import provenance
-    from iivformer.evaluate import evaluate_predictions
-
-    if method == "triangulation":
-        prepared = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_IDENTITY)
-        predictions, normalization = triangulation(prepared.test, _IDENTITY, views), "none (raw pixels)"
-    elif method == "mean-pose":
-        prepared = prepare(data_3d, data_2d, train_subjects=train_subjects, test_subjects=subjects)
-        predictions, normalization = mean_pose(prepared.train, prepared.test), "not used"
-        views = []
-    else:
-        raise IIVFormerError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
-    evaluation = evaluate_predictions(predictions, prepared.test)
-    evaluation.provenance = provenance.describe(method, None, data_3d, data_2d, prepared.test_subjects,
-                                                len(evaluation), None, normalization, views)
-    return evaluation
-
-
-def evaluate_baselines(prepared, views=None) -> dict:
-    """{name: Evaluation} of the baselines on the test split (the mean pose needs training frames)."""
-    from iivformer.evaluate import evaluate_predictions
-
-    test = prepared.test
-    results = {"triangulation": evaluate_predictions(triangulation(test, prepared.normalization, views), test)}
-    if len(prepared.train):
-        results["mean pose"] = evaluate_predictions(mean_pose(prepared.train, test), test)
-    return results
-
-
-
-
 def evaluate_baselines(data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS, views=None) -> dict:
     """{"triangulation": Evaluation, "mean pose": Evaluation} on the frames of `subjects`."""
     return {"triangulation": evaluate_method("triangulation", data_3d, data_2d, subjects, views=views),
