@@ -2,7 +2,7 @@
 
 An archive pair is a 3D file (``positions_3d``: subject -> recording -> (F, 32, 3) metres, world
 frame) and a 2D file (``positions_2d``: subject -> recording -> 4 arrays (F, 17, 2) pixels, one per
-camera). A recording is named by its archive key, such as ``"Walking 1"``; its action is the text
+camera; or one per camera of the rig its metadata names, see :mod:`iivformer.rig`). A recording is named by its archive key, such as ``"Walking 1"``; its action is the text
 before the first space.
 
 The archives hold pickled dictionaries. Unpickling can run code, so they are read by
@@ -22,6 +22,7 @@ from iivformer import skeleton
 from iivformer.errors import DataError, printable
 from iivformer.files import sha256
 from iivformer.npz import read_npz
+from iivformer.rig import rig_of_metadata
 
 # ---------------------------------------------------------------------------------------------
 # Validation and loading
@@ -103,7 +104,8 @@ def load_positions_3d(path) -> dict:
 
 
 def load_positions_2d(path) -> tuple:
-    """Read a 2D archive: ({subject: {recording: [4 arrays (frames, 17, 2) float32 pixels]}}, metadata)."""
+    """Read a 2D archive: ({subject: {recording: [V arrays (frames, 17, 2) float32 pixels]}}, metadata,
+    rig), with V = 4 for Human3.6M (rig None) or the camera count of the rig the metadata names."""
     contents = read_npz(path, members=("positions_2d", "metadata"))
     data = _dict_of_dicts(_required(contents, path, "positions_2d"), path, "positions_2d")
     metadata = contents.get("metadata", {})
@@ -111,16 +113,18 @@ def load_positions_2d(path) -> tuple:
         raise DataError(f"{path}: 'metadata' should be a dictionary, found {type(metadata).__name__}")
     if metadata.get("num_joints", skeleton.NUM_JOINTS) != skeleton.NUM_JOINTS:
         raise DataError(f"{path}: metadata says {metadata['num_joints']} joints, expected {skeleton.NUM_JOINTS}")
+    rig = rig_of_metadata(metadata, path)
+    num_views = skeleton.NUM_VIEWS if rig is None else len(rig)
     detections = {}
     for subject, recordings in data.items():
         detections[subject] = {}
         for recording, views in recordings.items():
             if not isinstance(views, (list, tuple)):
-                raise DataError(f"{_where(path, subject, recording)}: expected a list of 4 camera arrays, "
-                                f"found {type(views).__name__}")
-            if len(views) != skeleton.NUM_VIEWS:
+                raise DataError(f"{_where(path, subject, recording)}: expected a list of {num_views} camera "
+                                f"arrays, found {type(views).__name__}")
+            if len(views) != num_views:
                 raise DataError(f"{_where(path, subject, recording)}: 2D for {len(views)} cameras, "
-                                f"expected {skeleton.NUM_VIEWS}")
+                                f"expected {num_views}" + ("" if rig is None else f" (the cameras of rig {rig.name!r})"))
             arrays = []
             for camera, value in enumerate(views):
                 where = _where(path, subject, recording, camera)
@@ -129,15 +133,24 @@ def load_positions_2d(path) -> tuple:
                     raise DataError(f"{where}: 2D keypoints have shape {array.shape}, expected (frames, 17, 2)")
                 arrays.append(array)
             detections[subject][recording] = arrays
-    return detections, metadata
+    return detections, metadata, rig
+
+
+def read_rig(path_2d):
+    """The rig a 2D archive names (checked), or None for Human3.6M's cameras; reads only its metadata."""
+    metadata = read_npz(path_2d, members=("metadata",)).get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise DataError(f"{path_2d}: 'metadata' should be a dictionary, found {type(metadata).__name__}")
+    return rig_of_metadata(metadata, path_2d)
 
 
 @dataclass
 class Archives:
-    """A validated pair of archives, 2D trimmed to the 3D length and the 4 views stacked.
+    """A validated pair of archives, 2D trimmed to the 3D length and the views stacked.
 
     positions_3d: {subject: {recording: (F, J, 3) float32, metres, world coordinates}}
     positions_2d: {subject: {recording: (F, V, J, 2) float32, pixels}}
+    rig: the :class:`~iivformer.rig.Rig` the 2D names, or None for Human3.6M (each subject's 4 cameras)
     """
 
     positions_3d: dict
@@ -145,6 +158,11 @@ class Archives:
     metadata: dict = field(default_factory=dict)
     path_3d: str = ""
     path_2d: str = ""
+    rig: object = None
+
+    @property
+    def num_views(self) -> int:
+        return skeleton.NUM_VIEWS if self.rig is None else len(self.rig)
 
     @property
     def subjects(self) -> list:
@@ -172,7 +190,8 @@ class Archives:
         summary = self.summary()
         actions = sorted({a for per_subject in summary.values() for a in per_subject})
         lines = [f"3D: {printable(self.path_3d)}", f"2D: {printable(self.path_2d)}",
-                 f"{len(summary)} subjects, {len(actions)} actions, {skeleton.NUM_VIEWS} cameras",
+                 f"{len(summary)} subjects, {len(actions)} actions, {self.num_views} cameras "
+                 f"({'Human3.6M' if self.rig is None else 'rig ' + printable(self.rig.name)})",
                  f"{'subject':8}{'recordings':>11}{'frames':>10}"]
         for subject, per_action in summary.items():
             lines.append(f"{printable(subject):8}{len(self.recordings(subject)):11}{sum(per_action.values()):10}")
@@ -187,7 +206,7 @@ def load_archives(data_3d, data_2d, subjects=None) -> Archives:
     frames as its 3D; extra trailing 2D frames are trimmed, as real detections have them.
     """
     positions_3d = load_positions_3d(data_3d)
-    detections, metadata = load_positions_2d(data_2d)
+    detections, metadata, rig = load_positions_2d(data_2d)
     _check_pair(data_3d, data_2d, metadata)
     chosen = list(positions_3d) if subjects is None else list(subjects)
     stacked_3d, stacked_2d = {}, {}
@@ -210,7 +229,7 @@ def load_archives(data_3d, data_2d, subjects=None) -> Archives:
             stacked_3d[subject][recording] = poses
             stacked_2d[subject][recording] = np.stack([view[: len(poses)] for view in views], axis=1)
         del detections[subject]  # free the unstacked copy as we go
-    return Archives(stacked_3d, stacked_2d, metadata, str(data_3d), str(data_2d))
+    return Archives(stacked_3d, stacked_2d, metadata, str(data_3d), str(data_2d), rig)
 
 
 def _listing(names) -> str:

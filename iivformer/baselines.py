@@ -35,10 +35,11 @@ def triangulate(normalized: np.ndarray, rotations: np.ndarray, centres: np.ndarr
     return np.linalg.solve(normal, np.einsum("...ri,...r->...i", rows, targets)[..., None])[..., 0]
 
 
-def triangulation(split: Split, normalization: Normalization, views=None, axis_views=None) -> np.ndarray:
+def triangulation(split: Split, normalization: Normalization, views=None, axis_views=None, rig=None) -> np.ndarray:
     """Triangulate every frame of a split from its (denormalised) 2D detections of `views` (camera
     indices; default all the split has), (N, J, 3) mm, root-relative. `axis_views`: the camera of
-    each view axis of the split's inputs (default 0, 1, ...). Each subject's own calibration is used."""
+    each view axis of the split's inputs (default 0, 1, ...). The cameras are the `rig`'s, or each
+    subject's own Human3.6M calibration."""
     axis_views = list(range(split.inputs.shape[1])) if axis_views is None else list(axis_views)
     views = axis_views if views is None else list(views)
     if len(views) < 2:
@@ -48,7 +49,7 @@ def triangulation(split: Split, normalization: Normalization, views=None, axis_v
     subjects = split.subjects
     for subject in np.unique(subjects):
         rows = np.flatnonzero(subjects == subject)
-        chosen = [cameras.cameras_for(str(subject))[view] for view in views]
+        chosen = [cameras.cameras_for(str(subject), rig)[view] for view in views]
         pixels = normalization.invert(split.inputs[rows])[:, axes]  # (n, V', J, 2)
         normalized = np.stack([cameras.undistort((pixels[:, v] - cam.center) / cam.focal_length, cam)
                                for v, cam in enumerate(chosen)], axis=2)  # (n, J, V', 2)
@@ -71,7 +72,8 @@ def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
 
     if method == "triangulation":
         prepared = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_IDENTITY)
-        predictions, normalization = triangulation(prepared.test, _IDENTITY, views), "none (raw pixels)"
+        predictions = triangulation(prepared.test, _IDENTITY, views, rig=prepared.rig)
+        normalization = "none (raw pixels)"
     elif method == "mean-pose":
         prepared = prepare(data_3d, data_2d, train_subjects=train_subjects, test_subjects=subjects)
         predictions, normalization = mean_pose(prepared.train, prepared.test), "not used"
@@ -80,7 +82,7 @@ def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
         raise IIVFormerError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     evaluation = evaluate_predictions(predictions, prepared.test)
     evaluation.provenance = provenance.describe(method, None, data_3d, data_2d, prepared.test_subjects,
-                                                len(evaluation), None, normalization, views)
+                                                len(evaluation), None, normalization, views, prepared.rig)
     return evaluation
 
 

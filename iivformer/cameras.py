@@ -2,8 +2,10 @@
 
 Conventions (``resources/h36m_cameras.json``): the quaternion [w, x, y, z] gives the
 camera-to-world rotation R, a world point X (millimetres) has camera coordinates R^T (X - t),
-and the image point follows the Human3.6M (VideoPose3D ``project_to_2d``) distortion model.
-Every function here works on numpy arrays with any leading batch shape.
+and the image point follows the Human3.6M (VideoPose3D ``project_to_2d``) distortion model, or
+OpenCV's for cameras imported from an OpenCV-style calibration (``distortion_model="opencv"``).
+Every function here works on numpy arrays with any leading batch shape. Other rigs than
+Human3.6M's are described in :mod:`iivformer.rig`.
 """
 import json
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ class Camera:
     tangential_distortion: np.ndarray  # (2,) p1, p2
     res_w: int
     res_h: int
+    distortion_model: str = "h36m"  # or "opencv" (see distort)
 
     @property
     def rotation(self) -> np.ndarray:
@@ -41,8 +44,12 @@ def _calibration() -> dict:
         return json.load(handle)
 
 
-def cameras_for(subject: str) -> list:
-    """The 4 cameras of a Human3.6M subject, in the order of the 2D arrays in the archives."""
+def cameras_for(subject: str, rig=None) -> list:
+    """The cameras of a subject, in the order of the 2D arrays in the archives: the `rig`'s when one
+    is given (an :class:`iivformer.rig.Rig`, the same for every subject), else the subject's 4
+    Human3.6M cameras."""
+    if rig is not None:
+        return list(rig.cameras)
     calibration = _calibration()
     if subject not in calibration["extrinsics"]:
         known = ", ".join(calibration["extrinsics"])
@@ -75,18 +82,43 @@ def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
     ], axis=-2)
 
 
+def matrix_to_quaternion(matrix: np.ndarray) -> np.ndarray:
+    """Unit quaternion [w, x, y, z] (w >= 0) of a rotation matrix (3, 3); the inverse of
+    :func:`quaternion_to_matrix`."""
+    m = np.asarray(matrix, dtype=np.float64)
+    candidates = np.array([  # 4 q_i^2 for w, x, y, z; the largest is computed from the diagonal
+        1 + m[0, 0] + m[1, 1] + m[2, 2], 1 + m[0, 0] - m[1, 1] - m[2, 2],
+        1 - m[0, 0] + m[1, 1] - m[2, 2], 1 - m[0, 0] - m[1, 1] + m[2, 2]])
+    largest = int(np.argmax(candidates))
+    s = 2 * np.sqrt(candidates[largest])  # 4 q_largest
+    if largest == 0:
+        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif largest == 1:
+        q = [(m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif largest == 2:
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s]
+    else:
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4]
+    q = np.asarray(q)
+    return q if q[0] >= 0 else -q
+
+
 def world_to_camera(points_world: np.ndarray, camera: Camera) -> np.ndarray:
     """Camera coordinates (..., 3) of world points (..., 3), both in millimetres."""
     return (np.asarray(points_world, dtype=np.float64) - camera.translation) @ camera.rotation
 
 
 def distort(normalized: np.ndarray, camera: Camera) -> np.ndarray:
-    """Apply the Human3.6M lens model to ideal normalised image points (..., 2) = (X/Z, Y/Z)."""
+    """Apply the camera's lens model to ideal normalised image points (..., 2) = (X/Z, Y/Z): the
+    Human3.6M one (VideoPose3D), or OpenCV's when ``camera.distortion_model == "opencv"``."""
     x, y = normalized[..., 0], normalized[..., 1]
     k1, k2, k3 = camera.radial_distortion
     p1, p2 = camera.tangential_distortion
     r2 = x * x + y * y
     radial = 1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3
+    if camera.distortion_model == "opencv":
+        return np.stack([x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x),
+                         y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y], axis=-1)
     tangential = p1 * x + p2 * y
     return np.stack([x * (radial + tangential) + p1 * r2, y * (radial + tangential) + p2 * r2], axis=-1)
 
@@ -107,15 +139,17 @@ def project(points_world: np.ndarray, camera: Camera) -> np.ndarray:
     return distort(normalized, camera) * camera.focal_length + camera.center
 
 
-def camera_ids() -> list:
-    """The Human3.6M camera ids, in the order of the views in the archives."""
+def camera_ids(rig=None) -> list:
+    """The camera ids of a rig (default: Human3.6M's), in the order of the views in the archives."""
+    if rig is not None:
+        return list(rig.ids)
     return [intrinsic["id"] for intrinsic in _calibration()["intrinsics"]]
 
 
-def parse_views(text: str) -> list:
-    """Views from the command line: camera indices ('0,1,3') or camera ids ('54138969,60457274'),
-    as sorted indices; one IIVFormerError line for anything else."""
-    ids = camera_ids()
+def parse_views(text: str, rig=None) -> list:
+    """Views from the command line: camera indices ('0,1,3') or camera ids ('54138969,60457274')
+    of the rig (default: Human3.6M's), as sorted indices; one IIVFormerError line for anything else."""
+    ids = camera_ids(rig)
     views = []
     for part in (p.strip() for p in str(text).split(",")):
         if part in ids:

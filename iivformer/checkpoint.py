@@ -9,6 +9,7 @@ Layout (``version`` 1)::
               "rng": {"python": list, "numpy": list, "torch": tensor, "cuda": [tensors]}},
      "normalization": Normalization.to_dict(), "history": [dict per epoch],
      "train_config": dict, "seed": int, "views": [camera indices the model sees, in order],
+     "rig": the rig of the training archives (iivformer.rig format), or None for Human3.6M's cameras,
      "versions": {"iivformer", "torch", "numpy", "python"}}
 
 Only tensors, dicts, lists, tuples, strings, numbers, booleans and None are stored, so loading
@@ -246,9 +247,9 @@ def export_state_dict(checkpoint_path, out_path) -> Path:
 TIMING_FIELDS = ("seconds", "samples_per_second")  # in the log only: equal runs give equal files
 
 
-def training_checkpoint(config, normalization, model, optimizer, epoch, best, history) -> dict:
+def training_checkpoint(config, normalization, model, optimizer, epoch, best, history, rig=None) -> dict:
     """The checkpoint layout of a training run after `epoch` (see the module docstring); `best` is
-    (epoch, metric in mm, CPU state dict) of the best epoch so far."""
+    (epoch, metric in mm, CPU state dict) of the best epoch so far; `rig` that of the training data."""
     best_epoch, best_metric, best_state = best
     return {
         "format": FORMAT, "version": VERSION,
@@ -261,6 +262,7 @@ def training_checkpoint(config, normalization, model, optimizer, epoch, best, hi
         "history": [{k: v for k, v in record.items() if k not in TIMING_FIELDS} for record in history],
         "train_config": config.to_dict(), "seed": config.seed,
         "views": list(config.views or range(config.model.num_view)),
+        "rig": rig.to_dict() if rig is not None else None,
         "versions": runtime.versions(),
     }
 

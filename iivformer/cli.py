@@ -1,6 +1,7 @@
 """The `iivformer` command: a thin layer over the same functions the notebooks call.
 
-    iivformer synth    --out data/synthetic/small --preset tiny|small|full --seed 0 [--detector_noise PX]
+    iivformer synth    --out data/synthetic/small --preset tiny|small|full --seed 0 [--detector_noise PX] [--rig R]
+    iivformer rig      RIG [--out rig.json] [--units mm|cm|m|in] [--up auto|+z|-y|...]
     iivformer check    --data_3d F --data_2d F
     iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
@@ -17,13 +18,14 @@ import sys
 from pathlib import Path
 
 from iivformer import provenance, skeleton, workbench
-from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
+from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives, read_rig
 from iivformer.baselines import METHODS, evaluate_method
 from iivformer.cameras import parse_views
 from iivformer.config import PROFILES, ModelConfig, TrainConfig, training_config
 from iivformer.errors import IIVFormerError, printable
 from iivformer.files import check_distinct, check_writable, write_json
 from iivformer.npz import DEFAULT_MAX_GB, LIMIT_VARIABLE
+from iivformer.rig import UNITS_MM, UP_AXES, from_anipose, load_rig, save_rig
 
 _TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads",
                    "view_dropout")
@@ -118,9 +120,29 @@ def cmd_synth(args):
             check_writable(out / name, "--out")
     elif not os.access(existing, os.W_OK | os.X_OK):
         raise IIVFormerError(f"--out {out}: the folder {existing} is not writable")
-    path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, **options)
+    rig = load_rig(args.rig) if args.rig else None
+    if rig is not None:
+        print(rig.describe())
+    path_3d, path_2d = synthetic.write_dataset(out, preset=args.preset, rig=rig, **options)
     print(f"wrote {path_3d}\nwrote {path_2d}")
     print(load_archives(path_3d, path_2d).describe())
+
+
+def cmd_rig(args):
+    """Read (or import) a rig, check it, describe it, and write it in the rig file format."""
+    if args.out:
+        check_writable(args.out, "--out")
+        check_distinct({"--out": args.out}, {"RIG": args.rig})
+    if str(args.rig).lower().endswith(".toml"):
+        rig = from_anipose(args.rig, units=args.units or "mm", up=args.up or "auto")
+    elif args.units or args.up:
+        raise IIVFormerError("--units and --up apply to an anipose calibration.toml; a rig file is in mm, Z up")
+    else:
+        rig = load_rig(args.rig)
+    print(rig.describe())
+    if args.out:
+        save_rig(rig, args.out)
+        print(f"wrote {args.out}")
 
 
 def cmd_check(args):
@@ -139,9 +161,12 @@ def cmd_train(args):
         raise IIVFormerError(f"--val_subjects: {', '.join(unknown)} not among the training subjects "
                              f"{', '.join(skeleton.TRAIN_SUBJECTS)}")
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
-    views = parse_views(args.views) if args.views else None
-    config = training_config(args.profile, select_on="val" if val_subjects else None, views=views, **settings)
     path_3d, path_2d = _archives(args)
+    rig = read_rig(path_2d)
+    views = parse_views(args.views, rig) if args.views else None
+    if views is None and rig is not None:  # every camera of the rig: the model takes as many views
+        views = list(range(len(rig)))
+    config = training_config(args.profile, select_on="val" if val_subjects else None, views=views, **settings)
     train.check_output_paths(args.model_path, args.log, {"--data_3d": path_3d, "--data_2d": path_2d})
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)
     prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects, views=views)
@@ -156,10 +181,10 @@ def cmd_evaluate(args):
 
     subjects = evaluate.parse_subjects(args.subjects)
     protocols = evaluate.PROTOCOLS if args.protocol == "both" else (args.protocol,)
-    views = parse_views(args.views) if args.views else None
     if args.json:
         check_writable(args.json, "--json")
     path_3d, path_2d = _archives(args)
+    views = parse_views(args.views, read_rig(path_2d)) if args.views else None
     model_path = args.model_path if args.method == "model" else None
     check_distinct({"--json": args.json}, {"--model_path": model_path, "--data_3d": path_3d, "--data_2d": path_2d})
     if args.view_subsets:
@@ -263,7 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=_seed, help="default: 0")
     synth.add_argument("--detector_noise", type=_non_negative_float,
                        help="2D detector error in pixels (0: exact projections)")
+    synth.add_argument("--rig", help="the cameras: a rig JSON file, an anipose calibration.toml or h36m:S9 "
+                                     "(default: each subject's Human3.6M cameras)")
     synth.set_defaults(run=cmd_synth)
+
+    rig = commands.add_parser("rig", help="check and describe a camera rig; import an anipose calibration.toml")
+    rig.add_argument("rig", help="a rig JSON file, an anipose calibration.toml, or h36m:<subject>")
+    rig.add_argument("--out", help="write the rig in the project's rig format (JSON) to this file")
+    rig.add_argument("--units", choices=list(UNITS_MM), help="calibration.toml: its length unit (default: mm)")
+    rig.add_argument("--up", choices=["auto", *UP_AXES],
+                     help="calibration.toml: its world axis pointing up, e.g. --up=-y (default: auto, from the cameras)")
+    rig.set_defaults(run=cmd_rig)
 
     check = commands.add_parser("check", help="validate a pair of archives and summarise them")
     _add_data_flags(check)

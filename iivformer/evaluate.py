@@ -15,11 +15,13 @@ import torch
 from tqdm.auto import tqdm
 
 from iivformer import metrics, prepare, provenance, runtime, skeleton
-from iivformer.archives import read_npz
+from iivformer.archives import Archives, read_npz, read_rig
+from iivformer.cameras import camera_ids
 from iivformer.checkpoint import build_model, load_checkpoint
 from iivformer.errors import DataError, IIVFormerError, one_line
 from iivformer.files import atomic_write
 from iivformer.prepare import Normalization, Split
+from iivformer.rig import rig_from_dict
 
 PROTOCOLS = ("p1", "p2")
 _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions", "frame_index")
@@ -59,6 +61,12 @@ class Evaluation:
     actions: np.ndarray
     frame_index: np.ndarray
     provenance: dict = field(default_factory=dict)
+
+    @property
+    def rig(self):
+        """The rig of the evaluated archives (:class:`iivformer.rig.Rig`), None for Human3.6M's cameras."""
+        stored = (self.provenance or {}).get("rig")
+        return None if stored is None else rig_from_dict(stored, "the evaluation's provenance")
 
     def __len__(self) -> int:
         return len(self.predictions)
@@ -190,12 +198,34 @@ def load_for_evaluation(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUB
     model = build_model(checkpoint, source=str(model_path))
     trained = trained_views(checkpoint)
     view_mask(checkpoint, views, model_path)  # refuse views the model cannot take before reading data
+    check_same_cameras(checkpoint, data_3d.rig if isinstance(data_3d, Archives) else read_rig(data_2d),
+                       model_path, data_2d)
     stored = checkpoint.get("normalization")
     normalization = Normalization.from_dict(stored) if stored else None
     prepared = prepare.prepare(data_3d, data_2d, train_subjects=() if normalization else train_subjects,
                                test_subjects=subjects, normalization=normalization, keep_archives=keep_archives,
                                views=trained)
     return checkpoint, model, prepared
+
+
+def checkpoint_rig(checkpoint: dict, model_path="checkpoint"):
+    """The rig a checkpoint was trained on (:class:`iivformer.rig.Rig`), None for Human3.6M's cameras
+    (and for a plain state dict such as cpn.pth)."""
+    stored = checkpoint.get("rig")
+    return None if stored is None else rig_from_dict(stored, f"{model_path} (its rig)")
+
+
+def check_same_cameras(checkpoint: dict, rig, model_path, data_2d) -> None:
+    """One IIVFormerError line unless the archives' cameras (`rig`, None: Human3.6M) are, by id and
+    order, the cameras the checkpoint's model was trained on."""
+    trained_rig = checkpoint_rig(checkpoint, model_path)
+    trained, given = camera_ids(trained_rig), camera_ids(rig)
+    if trained != given:
+        def name(r):
+            return "Human3.6M" if r is None else f"rig {r.name!r}"
+        raise IIVFormerError(f"{model_path}: trained on the cameras {', '.join(trained)} ({name(trained_rig)}), but "
+                             f"{data_2d} holds the cameras {', '.join(given)} ({name(rig)}); a model lifts only the "
+                             "cameras it was trained on")
 
 
 def trained_views(checkpoint: dict) -> list:
@@ -232,7 +262,7 @@ def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data
                      f"recomputed from the training subjects {', '.join(prepared.train_subjects)}")
     evaluation.provenance = provenance.describe("IIVFormer", model_path, data_3d, data_2d, prepared.test_subjects,
                                                 len(evaluation), device, normalization,
-                                                views if views is not None else prepared.views)
+                                                views if views is not None else prepared.views, prepared.rig)
     return evaluation
 
 

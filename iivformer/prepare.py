@@ -86,6 +86,7 @@ class Prepared:
     val_subjects: tuple = ()
     archives: Archives = None
     views: tuple = tuple(range(skeleton.NUM_VIEWS))  # the cameras of the inputs' view axis, in order
+    rig: object = None  # the archives' rig (iivformer.rig.Rig), None for Human3.6M's per-subject cameras
 
 
 def _parse_subjects(subjects, what: str) -> tuple:
@@ -149,9 +150,6 @@ def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
     `normalization` (from a checkpoint) is applied instead of computing one. `views` (camera
     indices, default all) chooses the cameras of the inputs, in that order.
     """
-    views = list(range(skeleton.NUM_VIEWS)) if views is None else list(views)
-    if not views or not all(0 <= view < skeleton.NUM_VIEWS for view in views) or len(set(views)) != len(views):
-        raise DataError(f"views must be distinct camera indices 0..{skeleton.NUM_VIEWS - 1}, not {views}")
     train_subjects = _parse_subjects(train_subjects, "training")
     test_subjects = _parse_subjects(test_subjects, "test")
     val_subjects = _parse_subjects(val_subjects, "validation")
@@ -165,6 +163,9 @@ def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
         raise DataError("no training subjects given")
     wanted = list(dict.fromkeys(train_subjects + val_subjects + test_subjects))
     archives = data_3d if isinstance(data_3d, Archives) else load_archives(data_3d, data_2d, wanted)
+    views = list(range(archives.num_views)) if views is None else list(views)
+    if not views or not all(0 <= view < archives.num_views for view in views) or len(set(views)) != len(views):
+        raise DataError(f"views must be distinct camera indices 0..{archives.num_views - 1}, not {views}")
     for subject in wanted:
         if subject not in archives.positions_3d:
             raise DataError(f"{archives.path_3d}: subject {subject} is missing "
@@ -181,4 +182,4 @@ def prepare(data_3d, data_2d=None, train_subjects=skeleton.TRAIN_SUBJECTS,
                     train_subjects=train_subjects, test_subjects=test_subjects,
                     val=splits[2] if val_subjects else None, val_subjects=val_subjects,
                     archives=archives if keep_archives or isinstance(data_3d, Archives) else None,
-                    views=tuple(views))
+                    views=tuple(views), rig=archives.rig)

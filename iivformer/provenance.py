@@ -53,18 +53,19 @@ def now() -> str:
 
 
 def describe(method: str, checkpoint_path, data_3d, data_2d, subjects, frames: int, device,
-             normalization: str, views=None) -> dict:
-    """The provenance block of an evaluation (see the module docstring)."""
+             normalization: str, views=None, rig=None) -> dict:
+    """The provenance block of an evaluation (see the module docstring); `rig`: the archives' rig
+    (None: Human3.6M's cameras)."""
     checkpoint = file_record(checkpoint_path) if checkpoint_path else None
     if checkpoint:
         checkpoint["published"] = PUBLISHED_CHECKPOINTS.get(checkpoint["sha256"])
-    views = list(range(skeleton.NUM_VIEWS)) if views is None else list(views)
-    ids = camera_ids()
+    ids = camera_ids(rig)
+    views = list(range(len(ids))) if views is None else list(views)
     return {
         "method": method, "checkpoint": checkpoint,
         "data_3d": file_record(data_3d), "data_2d": file_record(data_2d),
         "subjects": list(subjects), "frames": int(frames), "views": views,
-        "cameras": [ids[view] for view in views],
+        "cameras": [ids[view] for view in views], "rig": rig.to_dict() if rig is not None else None,
         "normalization": normalization, "protocol": dict(PROTOCOL),
         "versions": runtime.versions(), "device": runtime.describe_device(device) if device is not None else None,
         "date": now(),

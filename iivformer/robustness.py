@@ -23,19 +23,22 @@ _PIXELS = Normalization(np.zeros((1, 1, 2), np.float32), np.ones((1, 1, 2), np.f
 
 
 def exact_projections(archives, split: Split, views) -> np.ndarray:
-    """(N, V, J, 2) pixels: every sample's true 3D joints projected into the cameras `views`."""
+    """(N, V, J, 2) pixels: every sample's true 3D joints projected into the cameras `views` (of the
+    archives' rig, or each subject's Human3.6M cameras)."""
     pixels = np.empty(split.inputs.shape, dtype=np.float32)
     for index, (subject, recording) in enumerate(split.sources):
         rows = np.flatnonzero(split.source_index == index)
         world_mm = archives.positions_3d[subject][recording][split.frame_index[rows]] * 1000.0
         for axis, view in enumerate(views):
-            pixels[rows, axis] = cameras.project(world_mm, cameras.cameras_for(subject)[view])
+            pixels[rows, axis] = cameras.project(world_mm, cameras.cameras_for(subject, archives.rig)[view])
     return pixels
 
 
-def with_detector_noise(pixels: np.ndarray, split: Split, views, sigma: float, seed: int = 0) -> np.ndarray:
+def with_detector_noise(pixels: np.ndarray, split: Split, views, sigma: float, seed: int = 0,
+                        rig=None) -> np.ndarray:
     """`pixels` (N, V, J, 2) with the detector error model of size `sigma` px added, recording by
-    recording and camera by camera (each from its own seeded generator)."""
+    recording and camera by camera (each from its own seeded generator; cameras of the `rig`, or
+    each subject's Human3.6M ones)."""
     noisy = pixels.copy()
     if sigma == 0:
         return noisy
@@ -43,7 +46,7 @@ def with_detector_noise(pixels: np.ndarray, split: Split, views, sigma: float, s
         rows = np.flatnonzero(split.source_index == index)
         for axis, view in enumerate(views):
             rng = np.random.default_rng([seed, tag("sweep", subject, recording, view, sigma)])
-            camera = cameras.cameras_for(subject)[view]
+            camera = cameras.cameras_for(subject, rig)[view]
             noisy[rows, axis] = detector_error(pixels[rows, axis].astype(np.float64), rng, sigma, camera)
     return noisy
 
@@ -60,7 +63,7 @@ def evaluate_pixels(model, prepared, pixels: np.ndarray, device="auto") -> dict:
     pixel_split = Split(pixels, split.targets, split.sources, split.source_index, split.frame_index)
     return {"model": _means(evaluate_predictions(predict(model, inputs, device), split)),
             "triangulation": _means(evaluate_predictions(
-                triangulation(pixel_split, _PIXELS, axis_views=prepared.views), split))}
+                triangulation(pixel_split, _PIXELS, axis_views=prepared.views, rig=prepared.rig), split))}
 
 
 def noise_sweep(model, prepared, levels=NOISE_LEVELS, base: str = "exact", device="auto") -> dict:
@@ -69,7 +72,8 @@ def noise_sweep(model, prepared, levels=NOISE_LEVELS, base: str = "exact", devic
     test, views = prepared.test, prepared.views
     start = (exact_projections(prepared.archives, test, views) if base == "exact"
              else prepared.normalization.invert(test.inputs))
-    return {float(sigma): evaluate_pixels(model, prepared, with_detector_noise(start, test, views, sigma), device)
+    return {float(sigma): evaluate_pixels(model, prepared, with_detector_noise(start, test, views, sigma,
+                                                                               rig=prepared.rig), device)
             for sigma in levels}
 
 
@@ -81,7 +85,7 @@ def camera_forensics(model, prepared, device="auto") -> dict:
     detected = prepared.normalization.invert(test.inputs)
     exact = exact_projections(prepared.archives, test, views)
     error_px = np.linalg.norm(detected - exact, axis=-1)  # (N, V, J)
-    ids = cameras.camera_ids()
+    ids = cameras.camera_ids(prepared.rig)
     result = {"inputs": evaluate_pixels(model, prepared, detected, device), "cameras": {},
               "pixel_error_per_joint": error_px.mean(axis=0).tolist()}
     for axis, view in enumerate(views):

@@ -46,11 +46,12 @@ def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
         mask = np.array([view in subset for view in trained])
         entry = {"model": _means(evaluate_split(model, prepared.test, device, view_mask=mask))}
         if len(subset) >= 2:
-            entry["triangulation"] = _means(evaluate_predictions(triangulation(pixels, _PIXELS, subset), pixels))
+            entry["triangulation"] = _means(evaluate_predictions(
+                triangulation(pixels, _PIXELS, subset, rig=prepared.rig), pixels))
         results[",".join(map(str, subset))] = entry
     record = provenance.describe("IIVFormer on every subset of views", model_path, data_3d, data_2d,
                                  prepared.test_subjects, len(prepared.test), device,
-                                 "stored in the checkpoint", trained)
+                                 "stored in the checkpoint", trained, prepared.rig)
     return {"subsets": results, "provenance": record}
 
 

@@ -66,7 +66,7 @@ def _run(config, prepared, data, run, device, saved, checkpoint_path, log_path, 
             log.header(config, device, prepared, checkpoint_path, saved)
             for epoch in range(run.saved_epoch + 1, config.epochs + 1):
                 record, improved = _run_epoch(run, data, config, epoch, progress, checkpoint_path)
-                _save(run, config, prepared.normalization, epoch, checkpoint_path)
+                _save(run, config, prepared, epoch, checkpoint_path)
                 log.epoch(record, config, checkpoint_path, improved)
                 for callback in callbacks:
                     callback(dict(record))
@@ -172,9 +172,9 @@ def evaluate_mpjpe(model, inputs: torch.Tensor, targets: torch.Tensor, batch_siz
     return float(total) / (targets.shape[0] * targets.shape[2])
 
 
-def _save(run: _Run, config: TrainConfig, normalization, epoch: int, path: Path) -> None:
-    checkpoint = checkpoints.training_checkpoint(config, normalization, run.model, run.optimizer, epoch,
-                                                 run.best, run.history)
+def _save(run: _Run, config: TrainConfig, prepared, epoch: int, path: Path) -> None:
+    checkpoint = checkpoints.training_checkpoint(config, prepared.normalization, run.model, run.optimizer, epoch,
+                                                 run.best, run.history, getattr(prepared, "rig", None))
     try:
         checkpoints.save_checkpoint(path, checkpoint)
     except IIVFormerError as error:  # a write that failed (a full disk): the previous file is unchanged

@@ -3,8 +3,9 @@
 Each subject gets seeded body proportions; each action is a small function that writes joint-angle
 channels, wrist targets and a heading over time; forward kinematics turns them into the 32
 Human3.6M joints, with the feet pinned to the floor; every recording is placed in the room so that all
-joints project inside all 4 real cameras, and the 2D detections get a detector-like error. A recording
-is drawn from its own seeded generator, so the same preset and seed give the same bytes.
+joints project inside all 4 real cameras (or every camera of another rig, :mod:`iivformer.rig`), and the
+2D detections get a detector-like error. A recording is drawn from its own seeded generator, so the same
+preset and seed give the same bytes.
 
 - :mod:`~iivformer.synthetic.seeds`: the seed check and one independent random stream per purpose.
 - :mod:`~iivformer.synthetic.body`: body proportions, bone offsets, rotations, forward kinematics, arm IK.
@@ -31,11 +32,13 @@ from iivformer.synthetic.actions import ACTION_MOTIONS
 from iivformer.synthetic.body import forward_kinematics, make_body
 from iivformer.synthetic.detector import DEFAULT_DETECTOR_NOISE, check_detector_noise, make_detections
 from iivformer.synthetic.motion import CHANNELS, OTHER, SIDES, animate
-from iivformer.synthetic.scene import place
+from iivformer.rig import RIG_KEY
+from iivformer.synthetic.scene import place, rig_room_centre
 from iivformer.synthetic.seeds import check_seed, tag
 
 __all__ = ["ACTION_MOTIONS", "CHANNELS", "DEFAULT_DETECTOR_NOISE", "FPS", "METADATA", "OTHER", "PRESETS", "Preset",
-           "SIDES", "forward_kinematics", "make_detections", "make_recordings", "recording_names", "write_dataset"]
+           "SIDES", "forward_kinematics", "make_detections", "make_recordings", "recording_names", "write_dataset",
+           "write_pair"]
 
 FPS = skeleton.FPS
 METADATA = {"layout_name": "h36m", "num_joints": skeleton.NUM_JOINTS, "keypoints_symmetry": skeleton.KEYPOINTS_SYMMETRY}
@@ -96,17 +99,19 @@ def _recording_lengths(preset: Preset, seed: int) -> dict:
     return lengths
 
 
-def make_recordings(preset="small", seed: int = 0, progress: bool = False) -> dict:
-    """positions_3d: subject -> recording -> float32 (frames, 32, 3), metres, Human3.6M world coordinates."""
+def make_recordings(preset="small", seed: int = 0, progress: bool = False, rig=None) -> dict:
+    """positions_3d: subject -> recording -> float32 (frames, 32, 3), metres, world coordinates of
+    Human3.6M (or of the `rig`, every subject in its capture volume)."""
     preset = _check(preset, seed)
     lengths = _recording_lengths(preset, seed)
+    centre = None if rig is None else rig_room_centre(rig)
     recordings = {subject: {} for subject in skeleton.SUBJECTS}
     for subject, name in tqdm(lengths, desc="3D poses", unit="recording", disable=not progress):
         body = make_body(subject, seed)
         rng = np.random.default_rng([seed, tag("take", subject, name)])  # "take": the stream's fixed name
         t = np.arange(lengths[subject, name]) / FPS
         channels = ACTION_MOTIONS[skeleton.action_of(name)](t, rng)
-        recordings[subject][name] = place(animate(channels, body), subject, rng).astype(np.float32)
+        recordings[subject][name] = place(animate(channels, body), subject, rng, rig, centre).astype(np.float32)
     return recordings
 
 
@@ -140,19 +145,29 @@ def _save_npz(path: str, members: dict, compress: bool, progress: bool) -> None:
 
 
 def write_dataset(out_dir, preset="small", seed: int = 0, detector_noise: float = DEFAULT_DETECTOR_NOISE,
-                  progress: bool = True, compress: bool = True) -> tuple:
+                  progress: bool = True, compress: bool = True, rig=None) -> tuple:
     """Write data_3d_h36m.npz and data_2d_h36m_synthetic.npz to out_dir; returns both paths.
 
     The 2D archive's metadata holds the SHA-256 of the 3D archive it was made from, so that a pair
-    broken by a run killed between the two writes is refused when loaded (see load_archives)."""
+    broken by a run killed between the two writes is refused when loaded (see load_archives), and,
+    for another `rig` than Human3.6M's, that rig (:data:`iivformer.rig.RIG_KEY`)."""
     _check(preset, seed)
     check_detector_noise(detector_noise)
     os.makedirs(out_dir, exist_ok=True)
+    positions_3d = make_recordings(preset, seed, progress=progress, rig=rig)
+    positions_2d = make_detections(positions_3d, seed, detector_noise, progress=progress, rig=rig)
+    return write_pair(out_dir, positions_3d, positions_2d, rig, compress, progress, "synthetic")
+
+
+def write_pair(out_dir, positions_3d: dict, positions_2d: dict, rig=None, compress: bool = True,
+               progress: bool = False, detector: str = "synthetic") -> tuple:
+    """Write the archive pair data_3d_h36m.npz and data_2d_h36m_<detector>.npz (3D first; the 2D
+    names its 3D by SHA-256 and, when given, its rig); returns both paths."""
     path_3d = os.path.join(out_dir, "data_3d_h36m.npz")
-    path_2d = os.path.join(out_dir, "data_2d_h36m_synthetic.npz")
-    positions_3d = make_recordings(preset, seed, progress=progress)
-    positions_2d = make_detections(positions_3d, seed, detector_noise, progress=progress)
+    path_2d = os.path.join(out_dir, f"data_2d_h36m_{detector}.npz")
     _save_npz(path_3d, {"positions_3d": positions_3d}, compress, progress)
     metadata = {**METADATA, PAIR_KEY: sha256(path_3d)}
+    if rig is not None:
+        metadata[RIG_KEY] = rig.to_dict()
     _save_npz(path_2d, {"positions_2d": positions_2d, "metadata": metadata}, compress, progress)
     return path_3d, path_2d

@@ -53,8 +53,9 @@ def detector_error(uv, rng, sigma, cam):
 
 
 def make_detections(positions_3d: dict, seed: int, detector_noise: float = DEFAULT_DETECTOR_NOISE,
-                    progress: bool = False) -> dict:
-    """positions_2d: subject -> recording -> 4 float32 (frames + 0..5, 17, 2) pixel arrays, one per camera."""
+                    progress: bool = False, rig=None) -> dict:
+    """positions_2d: subject -> recording -> float32 (frames + 0..5, 17, 2) pixel arrays, one per camera
+    of the subject (Human3.6M's 4) or of the `rig`."""
     check_seed(seed)
     check_detector_noise(detector_noise)
     detections = {}
@@ -63,7 +64,7 @@ def make_detections(positions_3d: dict, seed: int, detector_noise: float = DEFAU
         rng = np.random.default_rng([seed, tag("detections", subject, name)])
         joints = skeleton.to_17_joints(np.asarray(positions_3d[subject][name], dtype=np.float64)) * 1000.0
         views = []
-        for cam in cameras.cameras_for(subject):
+        for cam in cameras.cameras_for(subject, rig):
             uv = cameras.project(joints, cam)
             uv = np.concatenate([uv, np.repeat(uv[-1:], rng.integers(0, 6), axis=0)])
             if detector_noise > 0:

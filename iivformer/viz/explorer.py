@@ -46,6 +46,7 @@ class Explorer:
     def __init__(self, evaluation, prepared, model=None, split="test", protocol="p1", worst_count=10):
         self.evaluation, self.model, self.protocol = evaluation, model, protocol
         self.split, self.normalization = getattr(prepared, split), prepared.normalization
+        self.rig = getattr(prepared, "rig", None)
         if len(self.split) != len(evaluation):
             raise IIVFormerError(f"the evaluation has {len(evaluation)} samples but the {split} split "
                                  f"{len(self.split)}")
@@ -118,10 +119,10 @@ class Explorer:
         """The 4 input views of the shown frame in pixels (matplotlib)."""
         pixels = self.normalization.invert(self.split.inputs[self.sample])
         try:
-            cams = camera_module.cameras_for(self.subject)
+            cams = camera_module.cameras_for(self.subject, self.rig)
         except IIVFormerError:
             cams = None
-        return figures.plot_views_2d(pixels, cams, title="2D input of the four cameras", columns=2)
+        return figures.plot_views_2d(pixels, cams, title=f"2D input of the {len(pixels)} cameras", columns=2)
 
     def attention_figure(self, block=-1, head=None):
         """The attention maps of the shown frame (needs the model)."""

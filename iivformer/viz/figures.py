@@ -69,7 +69,7 @@ def _bone_colour(child: int) -> str:
     return SIDE_COLOURS[skeleton.joint_side(child)]
 
 
-def plot_views_2d(pixels, cameras=None, title="2D joints in the four camera views", columns=None) -> Figure:
+def plot_views_2d(pixels, cameras=None, title="2D joints in the camera views", columns=None) -> Figure:
     """The 2D skeleton (V, J, 2) in pixels in each view, `columns` views per row (default: all);
     `cameras` (list of Camera) gives the image size and names. Left limbs blue, right red."""
     pixels = np.asarray(pixels)
@@ -119,7 +119,7 @@ def plot_pose_3d(ax, pose, label=None, colour=None, alpha=1.0) -> None:
     _equal_3d(ax, pose)
 
 
-def plot_scene(pose_world_mm, cameras, title="3D pose and the four cameras (world frame)") -> Figure:
+def plot_scene(pose_world_mm, cameras, title="3D pose and the cameras (world frame)") -> Figure:
     """Left: the pose (J, 3, world mm) with each camera's centre and optical axis (1 m arrow);
     right: the pose alone, close up."""
     pose = np.asarray(pose_world_mm)

@@ -111,7 +111,7 @@ def sequence_figure(evaluation, subject, recording, frames=None, step=1, protoco
                           cmax, extent)
     if pixels is not None:
         views = list(range(pixels.shape[1])) if views is None else list(views)
-        fig = _beside_views(fig, pixels[first], views, subject)
+        fig = _beside_views(fig, pixels[first], views, subject, evaluation.rig)
 
     def frame_data(sample):
         data = [go.Scatter3d(**t) for t in skeleton_traces(evaluation.predictions[sample], evaluation.targets[sample],
@@ -145,13 +145,13 @@ def _view_traces(pixels) -> list:
     return updates
 
 
-def _beside_views(skeleton_fig: go.Figure, pixels, views, subject) -> go.Figure:
+def _beside_views(skeleton_fig: go.Figure, pixels, views, subject, rig=None) -> go.Figure:
     """`skeleton_fig`'s 3D scene on the left, each view's 2D input (pixels, image rows downwards) on
     the right, two per row; the 2D traces come after the 3D ones."""
     rows = -(-len(views) // 2)
     specs = [[{"type": "scene", "rowspan": rows}, {"type": "xy"}, {"type": "xy"}]]
     specs += [[None, {"type": "xy"}, {"type": "xy"}] for _ in range(rows - 1)]
-    subject_cameras = cameras.cameras_for(subject)
+    subject_cameras = cameras.cameras_for(subject, rig)
     titles = ["3D (mm)"] + [f"camera {subject_cameras[view].id}: input 2D" for view in views]
     fig = make_subplots(rows=rows, cols=3, specs=specs, column_widths=[0.5, 0.25, 0.25], subplot_titles=titles,
                         horizontal_spacing=0.04, vertical_spacing=0.16)

@@ -50,10 +50,11 @@ def plot_camera_costs(forensics: dict, view_weights=None, protocol: str = "p1",
     return fig
 
 
-def plot_pixel_error(per_joint, views=None, title="2D input error per camera and joint") -> Figure:
-    """Heat map of the mean distance (px) of the detections to the exact projections, (V, J)."""
+def plot_pixel_error(per_joint, views=None, title="2D input error per camera and joint", rig=None) -> Figure:
+    """Heat map of the mean distance (px) of the detections to the exact projections, (V, J), the
+    cameras named by their ids in the `rig` (default Human3.6M)."""
     values = np.asarray(per_joint)
-    ids = camera_ids()
+    ids = camera_ids(rig)
     labels = [ids[view] for view in (views if views is not None else range(len(values)))]
     fig = Figure(figsize=(9, 0.5 * len(values) + 2.2), layout="constrained")
     ax = fig.subplots()
