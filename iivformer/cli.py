@@ -5,6 +5,7 @@
     iivformer check    --data_3d F --data_2d F
     iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
+    iivformer predict  --model_path CKPT --keypoints FILE --out FILE [--format h36m17|coco17] [--rig FILE]
     iivformer export   --model_path CKPT --out FILE
     iivformer cite
 
@@ -278,6 +279,53 @@ def _add_evaluate_command(commands):
     test.set_defaults(run=cmd_evaluate)
 
 
+def cmd_predict(args):
+    from iivformer.predict import output_paths, predict_keypoints
+    from iivformer.rig import BUILT_IN_PREFIX
+
+    outputs = output_paths(args.out)
+    for path in outputs:
+        check_writable(path, "--out")
+    rig_file = args.rig if args.rig and not args.rig.startswith(BUILT_IN_PREFIX) else None
+    check_distinct({"--out": outputs[0], "--out (its .json)": outputs[1]},
+                   {"--model_path": args.model_path, "--keypoints": args.keypoints, "--rig": rig_file})
+    result = predict_keypoints(args.model_path, args.keypoints, rig=args.rig, device=args.device,
+                               format=args.format, min_score=args.min_score)
+    result.save(args.out)
+    cameras = ", ".join(map(printable, result.camera_ids))
+    if result.provenance["keypoints"] and result.provenance["cameras_checked"].startswith("not checked"):
+        print(f"note: {printable(args.keypoints)} names no camera_ids; its views are taken to be the model's "
+              f"cameras {cameras}, in this order", file=sys.stderr)
+    print(f"lifted {len(result)} frames from the cameras {cameras}")
+    left_out = result.provenance["frames_with_views_left_out"]
+    if left_out:
+        print(f"{left_out} frames left out views with missing joints (views_used says which)")
+    if result.root is not None:
+        fitted = int((result.root_views == 1).sum())
+        print(f"root: the pelvis triangulated with the rig {printable(args.rig)}"
+              + (f" ({fitted} frames from one view only, placed from the predicted pose)" if fitted else ""))
+    print(f"wrote {outputs[0]} and {outputs[1]}")
+
+
+def _add_predict_command(commands):
+    from iivformer.keypoints import FORMATS
+
+    lift = commands.add_parser("predict", help="3D poses from your own 2D keypoints (.npz or .json, in pixels)")
+    lift.add_argument("--model_path", required=True, help="a checkpoint written by `iivformer train`")
+    lift.add_argument("--keypoints", required=True,
+                      help="keypoints (frames, views, 17, 2 or 3) in pixels: an .npz (keypoints, optional scores "
+                           "and camera_ids) or a JSON of the same")
+    lift.add_argument("--out", required=True, help="FILE.npz (or FILE.json, or FILE): writes FILE.npz and FILE.json")
+    lift.add_argument("--format", choices=list(FORMATS), default="h36m17",
+                      help="the keypoints' joint order: Human3.6M's 17 (default) or COCO's 17, converted")
+    lift.add_argument("--rig", help="the cameras' rig (a rig JSON, an anipose calibration.toml or h36m:S9): "
+                                    "also triangulate the absolute root")
+    lift.add_argument("--min_score", type=_non_negative_float, default=0.0,
+                      help="a keypoint with a confidence at or below this is missing (default: 0)")
+    lift.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
+    lift.set_defaults(run=cmd_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="iivformer", description="IIVFormer workbench: multi-view 2D-to-3D human pose lifting")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -305,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=cmd_check)
     _add_train_command(commands)
     _add_evaluate_command(commands)
+    _add_predict_command(commands)
 
     export = commands.add_parser("export", help="write a checkpoint's best weights as a plain state dict")
     export.add_argument("--model_path", required=True)
