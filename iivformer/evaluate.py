@@ -31,14 +31,15 @@ _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions",
 def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
             view_mask=None) -> np.ndarray:
     """3D poses (N, J, 3) in millimetres for normalised 2D inputs (N, V, J, 2), from the views where
-    `view_mask` (V,) is True (default: all)."""
+    `view_mask` ((V,) for every sample, or (N, V) per sample) is True (default: all)."""
     model = model.to(device).eval()
     view_mask = None if view_mask is None else torch.as_tensor(view_mask, dtype=torch.bool, device=device)
     outputs = []
     starts = range(0, len(inputs), batch_size)
     for start in tqdm(starts, desc="predicting", unit="batch", leave=False, disable=len(starts) < 8):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
-        outputs.append(model(batch, view_mask)[:, 0].float().cpu())
+        mask = view_mask[start:start + batch_size] if view_mask is not None and view_mask.ndim == 2 else view_mask
+        outputs.append(model(batch, mask)[:, 0].float().cpu())
     if not outputs:
         return np.zeros((0,) + inputs.shape[2:3] + (3,), dtype=np.float32)
     return torch.cat(outputs).numpy()

@@ -143,6 +143,14 @@ def test_per_sample_mask_equals_each_sample_run_alone(which, published):
             torch.testing.assert_close(model(x[i:i + 1], mask[None]), batched[i:i + 1])
 
 
+def test_batched_prediction_slices_a_per_sample_mask_batch_by_batch():
+    from iivformer.evaluate import predict
+    model, x = small_model(), random_input(len(ALL_SUBSETS), seed=4)
+    whole = predict(model, x.numpy(), batch_size=len(ALL_SUBSETS), view_mask=ALL_SUBSETS.numpy())
+    in_batches = predict(model, x.numpy(), batch_size=4, view_mask=ALL_SUBSETS.numpy())
+    np.testing.assert_allclose(in_batches, whole, atol=1e-4)
+
+
 def test_a_one_dimensional_mask_applies_to_every_sample():
     model, x = small_model(), random_input(5)
     mask = torch.tensor([False, True, True, False])
