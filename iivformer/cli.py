@@ -1,6 +1,8 @@
 """The `iivformer` command: a thin layer over the same functions the notebooks call.
 
     iivformer synth    --out data/synthetic/small --preset tiny|small|full --seed 0 [--detector_noise PX] [--rig R]
+    iivformer import-bvh FILE... --out DIR [--rig R | --subject S9] [--action NAME[,NAME...]] [--mapping F]
+                       [--units auto|m|cm|mm|in] [--up y|z] [--detector_noise PX] [--seed N]
     iivformer rig      RIG [--out rig.json] [--units mm|cm|m|in] [--up auto|+z|-y|...]
     iivformer check    --data_3d F --data_2d F
     iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
@@ -237,6 +239,42 @@ def cmd_cite(args):
     print(provenance.BIBTEX)
 
 
+def cmd_import_bvh(args):
+    from iivformer import mocap
+
+    rig = load_rig(args.rig) if args.rig else None
+    mapping = mocap.load_mapping(args.mapping) if args.mapping else None
+    actions = args.action.split(",") if args.action else None
+    path_3d, path_2d, lines = mocap.import_bvh(
+        args.files, args.out, rig=rig, subject=args.subject, actions=actions, mapping=mapping, units=args.units,
+        up=args.up, detector_noise=args.detector_noise, seed=args.seed)
+    print("\n".join(lines))
+    print(f"wrote {path_3d}\nwrote {path_2d}")
+    print(load_archives(path_3d, path_2d).describe())
+
+
+def _add_import_bvh_command(commands):
+    from iivformer.mocap import UNITS, UP_AXES
+
+    bvh = commands.add_parser("import-bvh", help="motion capture (BVH files) as archives, projected through a rig")
+    bvh.add_argument("files", nargs="+", metavar="FILE", help="BVH recordings")
+    bvh.add_argument("--out", required=True, help="folder for data_3d_h36m.npz and data_2d_h36m_mocap.npz")
+    bvh.add_argument("--rig", help="the cameras: a rig JSON file, an anipose calibration.toml or h36m:S9 "
+                                   "(default: the Human3.6M cameras of --subject)")
+    bvh.add_argument("--subject", default="S9", help="the subject the recordings are filed under (default: S9)")
+    bvh.add_argument("--action", help="the action of every file, or one per file separated by commas "
+                                      "(default: Walking or Hopping for the CMU clips, else the file's name)")
+    bvh.add_argument("--mapping", help="JSON file naming the BVH joint of each of the 17 joints (see "
+                                       "iivformer.mocap; default: the CMU skeleton)")
+    bvh.add_argument("--units", choices=["auto", *UNITS], default="auto",
+                     help="the file's length unit (default: auto, from the skeleton's standing height)")
+    bvh.add_argument("--up", choices=list(UP_AXES), default="y", help="the file's axis pointing up (default: y)")
+    bvh.add_argument("--detector_noise", type=_non_negative_float, default=0.0,
+                     help="2D detector error in pixels (default: 0, exact projections)")
+    bvh.add_argument("--seed", type=_seed, default=0, help="placement in the room and detector error (default: 0)")
+    bvh.set_defaults(run=cmd_import_bvh)
+
+
 def _add_train_command(commands):
     fit = commands.add_parser("train", help="train IIVFormer (flags of the published main.py)")
     _add_data_flags(fit)
@@ -339,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--rig", help="the cameras: a rig JSON file, an anipose calibration.toml or h36m:S9 "
                                      "(default: each subject's Human3.6M cameras)")
     synth.set_defaults(run=cmd_synth)
+    _add_import_bvh_command(commands)
 
     rig = commands.add_parser("rig", help="check and describe a camera rig; import an anipose calibration.toml")
     rig.add_argument("rig", help="a rig JSON file, an anipose calibration.toml, or h36m:<subject>")

@@ -55,14 +55,17 @@ def detector_error(uv, rng, sigma, cam):
 def make_detections(positions_3d: dict, seed: int, detector_noise: float = DEFAULT_DETECTOR_NOISE,
                     progress: bool = False, rig=None) -> dict:
     """positions_2d: subject -> recording -> float32 (frames + 0..5, 17, 2) pixel arrays, one per camera
-    of the subject (Human3.6M's 4) or of the `rig`."""
+    of the subject (Human3.6M's 4) or of the `rig`, from (frames, 32 or 17, 3) metres."""
     check_seed(seed)
     check_detector_noise(detector_noise)
     detections = {}
     items = [(subject, name) for subject in positions_3d for name in positions_3d[subject]]
     for subject, name in tqdm(items, desc="2D detections", unit="recording", disable=not progress):
         rng = np.random.default_rng([seed, tag("detections", subject, name)])
-        joints = skeleton.to_17_joints(np.asarray(positions_3d[subject][name], dtype=np.float64)) * 1000.0
+        positions = np.asarray(positions_3d[subject][name], dtype=np.float64)
+        if positions.shape[-2] != skeleton.NUM_JOINTS:  # 32 motion-capture joints; 17 are used as they are
+            positions = skeleton.to_17_joints(positions)
+        joints = positions * 1000.0
         views = []
         for cam in cameras.cameras_for(subject, rig):
             uv = cameras.project(joints, cam)
