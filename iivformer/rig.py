@@ -100,6 +100,25 @@ def _axes_meet(cams) -> np.ndarray:
     return np.linalg.lstsq(normal, right, rcond=None)[0]
 
 
+def camera_looking_at(camera_id: str, position, target, resolution=(1280, 720), focal_length=1000.0,
+                      radial_distortion=(0.0, 0.0, 0.0), tangential_distortion=(0.0, 0.0)) -> dict:
+    """A camera entry of the rig file format for a camera at `position` (mm) looking at `target` (mm),
+    upright (its image x axis horizontal); a quick way to lay out a rig before it is calibrated."""
+    forward = np.asarray(target, dtype=np.float64) - np.asarray(position, dtype=np.float64)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    if np.linalg.norm(right) < 1e-9:
+        raise DataError(f"camera {printable(camera_id)!r}: looks straight up or down; give it a tilt")
+    right /= np.linalg.norm(right)
+    rotation = np.stack([right, np.cross(forward, right), forward], axis=1)  # columns: image x, image y, view
+    width, height = resolution
+    return {"id": camera_id, "resolution": [int(width), int(height)], "focal_length": [float(focal_length)] * 2,
+            "center": [width / 2, height / 2], "radial_distortion": list(map(float, radial_distortion)),
+            "tangential_distortion": list(map(float, tangential_distortion)),
+            "orientation": cameras.matrix_to_quaternion(rotation).tolist(),
+            "translation": np.asarray(position, dtype=np.float64).tolist()}
+
+
 # ------------------------------------------------------------------------------ reading and checking
 
 def h36m_rig(subject: str) -> Rig:

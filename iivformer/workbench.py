@@ -43,6 +43,13 @@ def data_dir() -> Path:
     return repository_root() / "data"
 
 
+def output_folder(profile: config.Profile, kind: str = "") -> Path:
+    """outputs/<profile>/<kind>/ under the repository root, created."""
+    folder = repository_root() / "outputs" / profile.name / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def current_profile(name: str = None) -> config.Profile:
     """The profile called `name`, else the one IIVFORMER_PROFILE names (default: "default")."""
     return config.get_profile(name or os.environ.get(PROFILE_VARIABLE) or "default")
@@ -96,9 +103,7 @@ class Workbench:
 
     def output_dir(self, kind: str = "") -> Path:
         """outputs/<profile>/<kind>/ (figures, tables, viewer, notebooks), created."""
-        folder = repository_root() / "outputs" / self.profile.name / kind
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return output_folder(self.profile, kind)
 
     @property
     def checkpoint_path(self) -> Path:

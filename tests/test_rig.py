@@ -250,3 +250,13 @@ def test_rig_command_imports_and_writes_a_rig(tmp_path, capsys):
     (tmp_path / "metres.toml").write_text(anipose_toml(Y_DOWN, np.zeros(3)))
     assert main(["rig", str(tmp_path / "metres.toml")]) == 1  # read as millimetres: a room 4 mm across
     assert "these look like metres" in capsys.readouterr().err
+
+
+def test_a_camera_laid_out_by_what_it_looks_at_sees_it_in_the_middle_upright():
+    entry = rig.camera_looking_at("c", (3000.0, -2000.0, 2200.0), (0.0, 0.0, 1000.0), (1920, 1080), 1100.0)
+    camera = rig._camera_from_dict(entry, "test", 0)
+    np.testing.assert_allclose(cameras.project(np.array([0.0, 0.0, 1000.0]), camera), [960.0, 540.0], atol=1e-9)
+    above = cameras.project(np.array([0.0, 0.0, 1500.0]), camera)
+    assert above[1] < 540.0 and abs(above[0] - 960.0) < 1e-6  # up in the world is up in the image
+    with pytest.raises(DataError, match="looks straight up or down"):
+        rig.camera_looking_at("c", (0.0, 0.0, 3000.0), (0.0, 0.0, 0.0))

@@ -1,5 +1,5 @@
 """Figures of the views lab: error against detector noise, what each camera's detector costs, the
-input's pixel error per camera and joint, and the error on every subset of views."""
+input's pixel error per camera and joint, the error on every subset of views, and a rig seen from above."""
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -83,4 +83,30 @@ def plot_subsets(subsets: dict, protocol: str = "p1", title="Error on every subs
     ax.set_ylabel(f"{protocol.upper()} (mm)")
     ax.set_title(title)
     ax.legend()
+    return fig
+
+
+def plot_rig_from_above(rig, paths: dict = None, title=None) -> Figure:
+    """A rig's cameras seen from above (position, viewing direction, id) with the floor paths of people
+    {label: (F, 2) or (F, >=2) world positions in mm}, e.g. the root of each recording."""
+    fig = Figure(figsize=(6.4, 6.0), layout="constrained")
+    ax = fig.subplots()
+    for label, path in (paths or {}).items():
+        path = np.asarray(path, dtype=np.float64)[:, :2] / 1000
+        ax.plot(path[:, 0], path[:, 1], lw=1.5, label=label)
+        ax.plot(*path[0], "o", color=ax.lines[-1].get_color(), ms=4)
+    centre = rig.capture_centre() / 1000
+    for camera in rig.cameras:
+        x, y = camera.translation[:2] / 1000
+        direction = camera.rotation[:2, 2] / max(np.linalg.norm(camera.rotation[:2, 2]), 1e-9)
+        ax.annotate("", xy=(x + 0.8 * direction[0], y + 0.8 * direction[1]), xytext=(x, y),
+                    arrowprops=dict(arrowstyle="->", color="#333333", lw=1.5))
+        ax.plot(x, y, "s", color="#333333", ms=7)
+        ax.annotate(camera.id, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.plot(*centre[:2], "+", color="#c44e52", ms=12, mew=2, label="where the cameras look")
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title or f"Rig {rig.name} from above")
     return fig
