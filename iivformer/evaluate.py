@@ -28,10 +28,11 @@ _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions",
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
-            view_mask=None) -> np.ndarray:
-    """3D poses (N, J, 3) in millimetres for normalised 2D inputs (N, V, J, 2), from the views where
-    `view_mask` ((V,) for every sample, or (N, V) per sample) is True (default: all)."""
+def predict_on_device(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
+                      view_mask=None) -> torch.Tensor:
+    """3D poses (N, J, 3) in millimetres, float32 on `device`, for normalised 2D inputs (N, V, J, 2),
+    from the views where `view_mask` ((V,) for every sample, or (N, V) per sample) is True (default:
+    all). Batches go to the device one by one; the predictions stay there."""
     model = model.to(device).eval()
     view_mask = None if view_mask is None else torch.as_tensor(view_mask, dtype=torch.bool, device=device)
     outputs = []
@@ -39,10 +40,16 @@ def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size
     for start in tqdm(starts, desc="predicting", unit="batch", leave=False, disable=len(starts) < 8):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
         mask = view_mask[start:start + batch_size] if view_mask is not None and view_mask.ndim == 2 else view_mask
-        outputs.append(model(batch, mask)[:, 0].float().cpu())
+        outputs.append(model(batch, mask)[:, 0].float())
     if not outputs:
-        return np.zeros((0,) + inputs.shape[2:3] + (3,), dtype=np.float32)
-    return torch.cat(outputs).numpy()
+        return torch.zeros((0,) + inputs.shape[2:3] + (3,), dtype=torch.float32, device=device)
+    return torch.cat(outputs)
+
+
+def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
+            view_mask=None) -> np.ndarray:
+    """:func:`predict_on_device`, copied to the host as a float32 array (N, J, 3) mm."""
+    return predict_on_device(model, inputs, device, batch_size, view_mask).cpu().numpy()
 
 
 @dataclass
@@ -158,19 +165,34 @@ class Evaluation:
 
 def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096,
                    view_mask=None) -> Evaluation:
-    """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame."""
-    return evaluate_predictions(predict(model, split.inputs, device, batch_size, view_mask), split)
+    """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame: one
+    prediction pass, the errors (the Procrustes alignment batched) computed on the device in float64
+    (float32 where the device has no float64), one copy to the host at the end."""
+    predictions = predict_on_device(model, split.inputs, device, batch_size, view_mask)
+    return evaluate_predictions(predictions, split)
 
 
-def evaluate_predictions(predictions: np.ndarray, split: Split, provenance: dict = None) -> Evaluation:
-    """Per-joint P1 and P2 errors of predictions (N, J, 3) mm for the frames of a split."""
+def _errors(predictions, targets) -> dict:
+    """Per-joint P1 and P2 errors (N, J) as float32 host arrays; tensors stay on their device."""
+    errors = {"p1": metrics.per_joint_errors(predictions, targets),
+              "p2": metrics.per_joint_errors(metrics.procrustes_align(predictions, targets), targets)}
+    if isinstance(predictions, torch.Tensor):
+        return {k: v.float().cpu().numpy() for k, v in errors.items()}
+    return {k: v.astype(np.float32) for k, v in errors.items()}
+
+
+def evaluate_predictions(predictions, split: Split, provenance: dict = None) -> Evaluation:
+    """Per-joint P1 and P2 errors of predictions (N, J, 3) mm (an array, or a tensor on any device,
+    where the errors are then computed) for the frames of a split."""
     targets = split.targets[:, 0]
-    errors = {
-        "p1": metrics.per_joint_errors(predictions, targets),
-        "p2": metrics.per_joint_errors(metrics.procrustes_align(predictions, targets), targets),
-    }
-    return Evaluation(predictions, targets, {k: v.astype(np.float32) for k, v in errors.items()},
-                      split.subjects, split.recordings, split.actions, split.frame_index, provenance or {})
+    if isinstance(predictions, torch.Tensor):
+        wide = torch.float32 if predictions.device.type == "mps" else torch.float64
+        errors = _errors(predictions.to(wide), torch.from_numpy(targets).to(predictions.device, wide))
+        predictions = predictions.float().cpu().numpy()
+    else:
+        errors = _errors(predictions, targets)
+    return Evaluation(predictions, targets, errors, split.subjects, split.recordings, split.actions,
+                      split.frame_index, provenance or {})
 
 
 def parse_subjects(text: str) -> list:
