@@ -10,7 +10,8 @@ Each stage of the data flow has a module named for it:
 - :mod:`~iivformer.model`: IIVFormer itself, checkpoint-compatible with the published cpn.pth.
 - :mod:`~iivformer.runtime`: device choice, seeding, versions.
 - :mod:`~iivformer.train`, :mod:`~iivformer.logbook`: the training loop and its log.
-- :mod:`~iivformer.checkpoint`: the checkpoint layout, safe loading, resume state, export.
+- :mod:`~iivformer.checkpoint`: the checkpoint layout, safe loading, resume state, the plain state dict.
+- :mod:`~iivformer.export`: portable exports (state dict, TorchScript, ONNX), each with a model card.
 - :mod:`~iivformer.metrics`: MPJPE, Procrustes-aligned P-MPJPE, N-MPJPE, velocity error, PCK, AUC.
 - :mod:`~iivformer.evaluate`, :mod:`~iivformer.baselines`: Protocol 1/2 per action, per joint and per frame,
   saved with its :mod:`~iivformer.provenance`; reference methods on the same frames.

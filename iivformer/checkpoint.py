@@ -238,9 +238,13 @@ def export_state_dict(checkpoint_path, out_path) -> Path:
     ``model.load_state_dict(torch.load(path))`` reads), atomically. Returns `out_path`."""
     checkpoint = load_checkpoint(checkpoint_path)
     build_model(checkpoint, source=str(checkpoint_path))  # the weights must fit their config before we hand them on
-    state = OrderedDict((k, v.detach().cpu().contiguous()) for k, v in checkpoint["best_state_dict"].items())
-    save_checkpoint(out_path, state)
+    save_checkpoint(out_path, plain_state_dict(checkpoint))
     return Path(out_path)
+
+
+def plain_state_dict(checkpoint: dict) -> OrderedDict:
+    """The best weights of a loaded checkpoint as the plain state dict :func:`export_state_dict` writes."""
+    return OrderedDict((k, v.detach().cpu().contiguous()) for k, v in checkpoint["best_state_dict"].items())
 
 
 # ------------------------------------------------------------------ what a training run writes

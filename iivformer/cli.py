@@ -8,7 +8,7 @@
     iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
     iivformer predict  --model_path CKPT --keypoints FILE --out FILE [--format h36m17|coco17] [--rig FILE]
-    iivformer export   --model_path CKPT --out FILE
+    iivformer export   --model_path CKPT --out FILE [--format state_dict|torchscript|onnx]
     iivformer cite
 
 The training and evaluation flags are those of the published main.py and evaluate.py; their
@@ -227,12 +227,10 @@ def _evaluate_subsets(args, path_3d, path_2d, subjects):
 
 
 def cmd_export(args):
-    from iivformer.checkpoint import export_state_dict
+    from iivformer.export import card_path, export_model
 
-    check_writable(args.out, "--out")
-    check_distinct({"--out": args.out}, {"--model_path": args.model_path})
-    export_state_dict(args.model_path, args.out)
-    print(f"wrote {args.out}")
+    export_model(args.model_path, args.out, format=args.format)
+    print(f"wrote {args.out}\nwrote {card_path(args.out)}")
 
 
 def cmd_cite(args):
@@ -394,9 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_command(commands)
     _add_predict_command(commands)
 
-    export = commands.add_parser("export", help="write a checkpoint's best weights as a plain state dict")
+    export = commands.add_parser("export", help="write a checkpoint's best weights as a plain state dict, TorchScript "
+                                 "or ONNX, with a model card FILE.card.json beside it")
     export.add_argument("--model_path", required=True)
     export.add_argument("--out", required=True)
+    export.add_argument("--format", choices=["state_dict", "torchscript", "onnx"], default="state_dict",
+                        help="state_dict (default): plain weights taking normalised 2D; torchscript, onnx: graphs "
+                             "taking pixels (the normalisation included)")
     export.set_defaults(run=cmd_export)
 
     cite = commands.add_parser("cite", help="print the BibTeX entry of the IIVFormer paper")
