@@ -288,6 +288,8 @@ def load_for_resume(path, config, normalization) -> dict:
     except Damaged as damaged:
         raise CheckpointError(f"cannot resume from {path}: {damaged}") from None
     before, now = saved["train_config"], config.to_dict()
+    # precision and compile are not compared (nor needed: older checkpoints lack them): they change how
+    # fast the recipe runs, not what it learns; the log notes a change (iivformer.train)
     differ = [f"{key} {_shown(before.get(key))} in the checkpoint, {now[key]} now"
               for key in ("batch_size", "lr", "seed", "select_on", "views", "view_dropout")
               if not _equal(before.get(key, TRAIN_DEFAULTS[key]), now[key])]

@@ -6,6 +6,8 @@
     iivformer rig      RIG [--out rig.json] [--units mm|cm|m|in] [--up auto|+z|-y|...]
     iivformer check    --data_3d F --data_2d F
     iivformer train    --data_3d F --data_2d F [--profile ci|default|paper] --batch_size N --epochs N --lr X ...
+                       [--precision fp32|bf16] [--compile]
+    torchrun --nproc_per_node N -m iivformer train ...    (N processes, one model: see iivformer.train)
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
     iivformer predict  --model_path CKPT --keypoints FILE --out FILE [--format h36m17|coco17] [--rig FILE]
     iivformer export   --model_path CKPT --out FILE [--format state_dict|torchscript|onnx]
@@ -20,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from iivformer import provenance, skeleton, workbench
+from iivformer import distributed, provenance, skeleton, workbench
 from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives, read_rig
 from iivformer.baselines import METHODS, evaluate_method
 from iivformer.cameras import parse_views
@@ -31,7 +33,7 @@ from iivformer.npz import DEFAULT_MAX_GB, LIMIT_VARIABLE
 from iivformer.rig import UNITS_MM, UP_AXES, from_anipose, load_rig, save_rig
 
 _TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads",
-                   "view_dropout")
+                   "view_dropout", "precision", "compile")
 _PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}  # for the help texts
 
 
@@ -92,7 +94,8 @@ def _archives(args) -> tuple:
     if found is None:
         raise IIVFormerError(f"no archives in {folder}: link the Human3.6M archives there (see data/README.md) "
                              "or make the synthetic default with `iivformer synth`")
-    print(f"using the {found[2]} archives {found[0]} and {found[1]}", file=sys.stderr)
+    if distributed.rank() == 0:  # in a multi-process run, rank 0 speaks for all
+        print(f"using the {found[2]} archives {found[0]} and {found[1]}", file=sys.stderr)
     return found[0], found[1]
 
 
@@ -176,7 +179,8 @@ def cmd_train(args):
     history = train.train(config, prepared, checkpoint_path=args.model_path, log_path=args.log,
                           resume=args.resume)
     best = min(history, key=lambda record: record.get(f"{config.select_on}_mpjpe", float("inf")))
-    print(f"best epoch {best['epoch']}: test MPJPE {best['test_mpjpe']:.2f} mm; checkpoint {args.model_path}")
+    if distributed.rank() == 0:
+        print(f"best epoch {best['epoch']}: test MPJPE {best['test_mpjpe']:.2f} mm; checkpoint {args.model_path}")
 
 
 def cmd_evaluate(args):
@@ -274,7 +278,9 @@ def _add_import_bvh_command(commands):
 
 
 def _add_train_command(commands):
-    fit = commands.add_parser("train", help="train IIVFormer (flags of the published main.py)")
+    fit = commands.add_parser("train", help="train IIVFormer (flags of the published main.py)",
+                              description="Train IIVFormer (flags of the published main.py).\n\n" + distributed.HELP,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_data_flags(fit)
     fit.add_argument("--profile", choices=list(PROFILES),
                      help="start from a profile's settings (flags override them); default: the published recipe")
@@ -283,7 +289,9 @@ def _add_train_command(commands):
     fit.add_argument("--lr", type=_positive_float, help=_published("lr"))
     fit.add_argument("--seed", type=_seed, help=_published("seed"))
     fit.add_argument("--model_path", default="cpn.pth", help="checkpoint to write (default: cpn.pth)")
-    fit.add_argument("--log", default="cpn.log", help="training log (default: cpn.log)")
+    fit.add_argument("--log", "--log_file", dest="log", default="cpn.log",
+                     help="training log (default: cpn.log); under torchrun write --log_file, as torchrun's "
+                          "own parser takes --log for an abbreviation of its --log-dir")
     fit.add_argument("--device", choices=["auto", "cuda", "cpu"], help="default: auto (CUDA when present)")
     fit.add_argument("--resume", action="store_true", help="continue from the checkpoint at --model_path")
     fit.add_argument("--val_subjects", help="pick the best epoch on these training subjects (e.g. S8) "
@@ -295,6 +303,11 @@ def _add_train_command(commands):
     fit.add_argument("--view_dropout", type=_non_negative_float,
                      help="probability of leaving each view out of a training sample, so that the model "
                           "accepts any subset of its views (default: 0)")
+    fit.add_argument("--precision", choices=["fp32", "bf16"],
+                     help="arithmetic of the training forward pass: fp32 (default) or bf16 autocast (weights, "
+                          "optimiser and evaluation stay fp32)")
+    fit.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the model for training (without it, with a warning, where it cannot run)")
     fit.set_defaults(run=cmd_train)
 
 
@@ -412,10 +425,12 @@ def main(argv=None) -> int:
         _apply_limits(args)
         args.run(args)
     except IIVFormerError as error:
-        print(f"error: {printable(error)}", file=sys.stderr)
+        if distributed.rank() == 0 or isinstance(error, distributed.DistributedError):  # the same on every rank
+            print(f"error: {printable(error)}", file=sys.stderr)
         return error.exit_status
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        if distributed.rank() == 0:
+            print("error: interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -18,6 +18,7 @@ import numpy as np
 from iivformer.errors import IIVFormerError, short
 
 SELECT_ON = ("test", "val")  # which split picks the best epoch
+PRECISIONS = ("fp32", "bf16")  # the arithmetic of the training forward pass (weights and optimiser stay fp32)
 MAX_PARAMETERS = 10 ** 9  # ~100x the published model; beyond it a configuration is a mistake or an attack
 MODEL_LIMITS = {"num_view": 1024, "num_joints": 4096, "in_chans": 1024, "embed_dim_ratio": 65536, "depth": 128,
                 "num_heads": 65536}  # beyond these a configuration is damage, not a model
@@ -117,6 +118,9 @@ class TrainConfig:
     eval_batch_size: int = 4096
     views: tuple = None  # camera indices the model sees, in order; None: every camera of the archives
     view_dropout: float = 0.0  # per-view probability of leaving a view out of a training sample (one always stays)
+    # How fast, not what: neither is compared on resume (see iivformer.train).
+    precision: str = "fp32"  # "bf16": the forward pass and loss under bfloat16 autocast; weights, optimiser fp32
+    compile: bool = False  # torch.compile the model for the training steps (eager, with a warning, if unavailable)
 
     def __post_init__(self):
         if isinstance(self.model, dict):
@@ -152,6 +156,11 @@ class TrainConfig:
         if not _is_number(self.view_dropout) or not 0 <= self.view_dropout < 1:
             raise IIVFormerError(f"view_dropout must be a probability in [0, 1), not {short(self.view_dropout)}")
         self.view_dropout = float(self.view_dropout)
+        if self.precision not in PRECISIONS:
+            raise IIVFormerError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, not {short(self.precision)}")
+        if not isinstance(self.compile, (bool, np.bool_)):
+            raise IIVFormerError(f"compile must be true or false, not {short(self.compile)}")
+        self.compile = bool(self.compile)
 
     def to_dict(self) -> dict:
         return asdict(self)  # the model config becomes a dict too

@@ -9,9 +9,50 @@ permutation seeded with (seed, epoch); losses stay on the device and are read ev
 ``CHECK_EVERY`` batches (progress bar, divergence check). After every epoch the whole state is
 written atomically to one checkpoint (:mod:`iivformer.checkpoint`), so an interrupted run
 resumes exactly where it stopped: on CPU, bit-identical to an uninterrupted run.
+
+Speed options (``TrainConfig.precision`` and ``.compile``; ``--precision``, ``--compile``):
+
+- ``precision="bf16"`` runs the training forward pass under ``torch.autocast(device, bfloat16)``;
+  the weights, their gradients and Adam stay fp32, and the loss is reduced in fp32. ``"fp32"``
+  (the default) is the loop exactly as without the option.
+- ``compile=True`` trains through ``torch.compile(model)``; where compilation cannot run (no C
+  compiler for the CPU backend, no Triton for CUDA) one warning line says so and training goes
+  on eagerly.
+- The evaluation after every epoch runs the plain model in fp32 in both cases, so the metrics in
+  the history and the best-epoch choice are what ``iivformer evaluate`` gives for those weights.
+- Both are recorded in the checkpoint's ``train_config`` but are not compared on resume: they
+  change how fast the same recipe runs, not what it learns (bf16 rounds differently, so a resumed
+  run that changes precision is not bit-identical to one that did not; the log says so).
+
+Several processes (``torchrun --nproc_per_node N -m iivformer train ...``; see
+:mod:`iivformer.distributed`) train one model with DistributedDataParallel, gloo on CPU and NCCL
+on CUDA (one GPU per process):
+
+- ``batch_size`` is the global batch: each of the N processes takes ``batch_size / N`` samples of
+  every global batch (a batch size N does not divide is refused), the learning rate is unchanged,
+  and DDP averages the processes' gradients, so a step is the single-process step up to the order
+  of float sums. The last, partial batch is split as evenly as it goes, each process's loss
+  weighted by its share so that the average is still the mean over the batch.
+- Every process holds the whole prepared data on its device (it is small) and takes its slice of
+  the same seeded (seed, epoch) permutation a single process draws.
+- Random draws of training (stochastic depth, view dropout) come, in each epoch, from a generator
+  seeded with (seed, epoch, rank): the processes draw independently and a resumed run draws as an
+  uninterrupted one. They are therefore not the single process's draws: runs with those
+  features match a single-process run in distribution, runs without them up to float sums.
+- The training MPJPE is the mean over all samples (summed over the processes); each process
+  evaluates its share of every evaluation split and the error sums are added up (float64), so
+  the history holds whole-split metrics, the same on every process.
+- Rank 0 alone writes the checkpoint and the log and shows progress; callbacks run on rank 0.
+  A process that dies or stops answering (``IIVFORMER_DIST_TIMEOUT`` seconds) ends the run with
+  one line; an epoch counts only once every process has finished it, so the checkpoint always
+  holds a completed epoch. Resume: every process reads the same checkpoint.
 """
 import math
+import re
+import sys
 import time
+import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +61,9 @@ import torch
 from tqdm.auto import tqdm
 
 from iivformer import checkpoint as checkpoints
-from iivformer import runtime
+from iivformer import distributed, runtime
 from iivformer.config import TrainConfig
-from iivformer.errors import IIVFormerError, TrainingInterrupted
+from iivformer.errors import IIVFormerError, TrainingInterrupted, one_line
 from iivformer.files import check_distinct, check_writable, exclusive_lock
 from iivformer.logbook import TrainingLog
 from iivformer.metrics import mpjpe  # the training loss (MPJPE, mm)
@@ -40,36 +81,68 @@ class _Run:
     history: list
     best: tuple
     saved_epoch: int  # the last epoch written to the checkpoint (0: none)
+    forward: object = None  # what a training step calls: the model, or it wrapped (DDP, torch.compile)
+    group: distributed.Group = None  # this process's place in a multi-process run; None: a plain run
+    compile_warning: str = None  # why --compile fell back to eager, if it did
 
 
 def train(config: TrainConfig, prepared, checkpoint_path="cpn.pth", log_path="cpn.log", resume=False,
           callbacks=(), progress=True) -> list:
     """Train (or with `resume`, continue) and return the history: one record per epoch,
     {"epoch", "train_mpjpe", "test_mpjpe", ["val_mpjpe"], "seconds", "samples_per_second",
-    "best_epoch", "best_metric"}; each callback gets every record as it is made."""
+    "best_epoch", "best_metric"}; each callback gets every record as it is made.
+
+    Started by torchrun (several processes), every process calls this with the same arguments;
+    see the module docstring for what they share. Only rank 0 writes, shows progress and calls
+    the callbacks; every process returns the same history."""
     config.validate()
-    device = runtime.resolve_device(config.device)
+    ranks = distributed.environment()
+    if ranks is not None and config.batch_size % ranks[1]:
+        raise IIVFormerError(f"batch_size {config.batch_size} is the global batch and must be divisible by the "
+                             f"{ranks[1]} processes (each takes batch_size / {ranks[1]} samples of every batch)")
+    device = runtime.resolve_device(config.device) if ranks is None else None
     splits = _check_data(config, prepared)
     checkpoint_path, log_path = check_output_paths(checkpoint_path, log_path)
-    with exclusive_lock(checkpoint_path, "checkpoint"), runtime.terminate_as_interrupt():
-        saved = checkpoints.load_for_resume(checkpoint_path, config, prepared.normalization) if resume else None
-        data = {name: (_to_device(s.inputs, device), _to_device(s.targets, device)) for name, s in splits.items()}
-        return _run(config, prepared, data, _start(config, device, saved), device, saved,
-                    checkpoint_path, log_path, callbacks, progress)
+    with distributed.process_group(config.device) as group:
+        device = group.device if group is not None else device
+        forward_context(config.precision, device)  # bf16 where the device lacks it: one line before any work
+        main = group is None or group.main
+        lock = exclusive_lock(checkpoint_path, "checkpoint") if main else nullcontext()
+        with lock, runtime.terminate_as_interrupt():
+            saved = checkpoints.load_for_resume(checkpoint_path, config, prepared.normalization) if resume else None
+            data = {name: (_to_device(s.inputs, device), _to_device(s.targets, device)) for name, s in splits.items()}
+            try:
+                run = _start(config, device, saved, group)
+            except Exception as error:  # noqa: BLE001 - DDP's first broadcast can meet a dead process
+                if group is None or not distributed.lost(error):
+                    raise
+                raise distributed.DistributedError(f"rank {group.rank}: another training process died or stopped "
+                                                   f"answering before training began ({one_line(error)[:160]})"
+                                                   ) from None
+            return _run(config, prepared, data, run, device, saved, checkpoint_path, log_path,
+                        callbacks if main else (), progress and main)
 
 
 def _run(config, prepared, data, run, device, saved, checkpoint_path, log_path, callbacks, progress) -> list:
     """The epochs of a run, logged; Ctrl-C and SIGTERM end it with the last completed epoch saved."""
     epoch = run.saved_epoch + 1
-    with TrainingLog(log_path, echo=progress) as log:
+    main = run.group is None or run.group.main
+    with (TrainingLog(log_path, echo=progress) if main else _Silent()) as log:
         try:
             log.header(config, device, prepared, checkpoint_path, saved)
+            for line in _speed_lines(config, run, saved):
+                log.info(line)
             for epoch in range(run.saved_epoch + 1, config.epochs + 1):
                 record, improved = _run_epoch(run, data, config, epoch, progress, checkpoint_path)
-                _save(run, config, prepared, epoch, checkpoint_path)
+                if main:
+                    _save(run, config, prepared, epoch, checkpoint_path)
+                else:
+                    run.saved_epoch = epoch  # rank 0 saved it
                 log.epoch(record, config, checkpoint_path, improved)
                 for callback in callbacks:
                     callback(dict(record))
+            if run.group is not None:
+                distributed.barrier(device)  # every process returns once the last checkpoint is written
             log.info(f"finished: best epoch {run.best[0]}, {config.select_on} MPJPE {run.best[1]:.2f} mm, "
                      f"in {checkpoint_path}")
             return run.history
@@ -80,48 +153,150 @@ def _run(config, prepared, data, run, device, saved, checkpoint_path, log_path, 
         except IIVFormerError as error:
             log.info(f"error: {error}")
             raise
+        except Exception as error:  # noqa: BLE001 - turned into one line only when recognised
+            failure = _failure(error, config, run, epoch, checkpoint_path)
+            if failure is None:
+                raise
+            log.info(f"error: {failure}")
+            raise failure from None
 
 
-def _start(config: TrainConfig, device, saved) -> _Run:
-    """A fresh seeded model and optimiser, or the state of a saved run to continue."""
+class _Silent:
+    """The log of a process other than rank 0: it writes nothing."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _speed_lines(config, run, saved) -> list:
+    """Log lines on what changes the speed: processes, precision, compile (and what a resume changed)."""
+    lines = []
+    if run.group is not None:
+        lines.append(f"processes: {run.group.world_size} ({run.group.backend}); each takes "
+                     f"{config.batch_size // run.group.world_size} samples of every global batch of "
+                     f"{config.batch_size}")
+    if saved is not None:
+        before = {key: saved["train_config"].get(key, checkpoints.TRAIN_DEFAULTS.get(key, value))
+                  for key, value in (("precision", "fp32"), ("compile", False))}
+        changed = [f"{key} {before[key]} -> {getattr(config, key)}" for key in before
+                   if before[key] != getattr(config, key)]
+        if changed:
+            lines.append(f"resumed with {', '.join(changed)} (how fast, not what is learned; bf16 rounds "
+                         "differently from fp32)")
+    if run.compile_warning:
+        lines.append(run.compile_warning)
+    return lines
+
+
+def _failure(error: Exception, config, run, epoch: int, path: Path):
+    """One IIVFormerError line for a failure we recognise (a lost process, torch.compile), else None."""
+    kept = (f"the last completed epoch ({run.saved_epoch}) is saved in {path}" if run.saved_epoch
+            else "no epoch was completed, so nothing is saved")
+    if run.group is not None and distributed.lost(error):
+        text = re.sub(r"\[[^\]]*\.(cc|cpp|h):\d+\] ", "", one_line(error))  # gloo's source file and line
+        return distributed.DistributedError(
+            f"rank {run.group.rank}: another training process died or stopped answering during epoch {epoch} "
+            f"({type(error).__name__}: {text[:160]}); {kept}")
+    if config.compile and type(error).__module__.startswith(("torch._dynamo", "torch._inductor")):
+        return IIVFormerError(f"torch.compile failed on the model ({type(error).__name__}: "
+                              f"{one_line(error)[:200]}); train without --compile; {kept}")
+    return None
+
+
+def _start(config: TrainConfig, device, saved, group=None) -> _Run:
+    """A fresh seeded model and optimiser, or the state of a saved run to continue; `forward` is
+    what the training steps call (the model, under DDP and/or torch.compile when asked)."""
     runtime.seed_everything(config.seed)
     model = IIVFormer(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if saved is None:
-        return _Run(model, optimizer, [], (0, math.inf, None), 0)
-    model.load_state_dict(saved["last"]["state_dict"])
-    optimizer.load_state_dict(saved["last"]["optimizer"])
-    checkpoints.restore_rng_state(saved["last"]["rng"])  # last: building the model drew random numbers
-    best = (saved["best_epoch"], saved["best_metric"], saved["best_state_dict"])
-    return _Run(model, optimizer, list(saved["history"]), best, saved["last"]["epoch"])
+        run = _Run(model, optimizer, [], (0, math.inf, None), 0)
+    else:
+        model.load_state_dict(saved["last"]["state_dict"])
+        optimizer.load_state_dict(saved["last"]["optimizer"])
+        checkpoints.restore_rng_state(saved["last"]["rng"])  # last: building the model drew random numbers
+        best = (saved["best_epoch"], saved["best_metric"], saved["best_state_dict"])
+        run = _Run(model, optimizer, list(saved["history"]), best, saved["last"]["epoch"])
+    run.group, run.forward = group, model
+    if group is not None:  # the processes' weights start equal: DDP copies rank 0's (equal already)
+        run.forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        run.forward, run.compile_warning = _compiled(run.forward, device)
+        if run.compile_warning and (group is None or group.main):
+            print(run.compile_warning, file=sys.stderr)
+    return run
+
+
+def _compiled(module, device) -> tuple:
+    """(torch.compile(module), None), or (module, a warning line) when compilation cannot run here:
+    a small function is compiled and differentiated first (it draws no random numbers)."""
+    try:
+        probe = torch.compile(lambda x: torch.nn.functional.gelu(x * 2.0).sum())
+        probe(torch.ones(8, device=device, requires_grad=True)).backward()
+        return torch.compile(module), None
+    except Exception as error:  # noqa: BLE001 - a missing compiler fails in many ways
+        reason = one_line(error).split(" Set TORCHDYNAMO_VERBOSE")[0]  # torch's advice on debugging, not ours
+        reason = f"{type(error).__name__}: {reason}"
+        return module, f"warning: --compile: torch.compile cannot run here ({reason[:200]}); training without it"
+
+
+def forward_context(precision: str, device: torch.device):
+    """A context manager for the forward pass: autocast to bfloat16 for "bf16", nothing for "fp32".
+    One IIVFormerError line where the device has no bfloat16 autocast."""
+    if precision == "fp32":
+        return nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise IIVFormerError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                             "train with --precision fp32")
+    if not torch.amp.is_autocast_available(device.type):
+        raise IIVFormerError(f"precision bf16: torch has no autocast for {device.type}; train with --precision fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns, and disables autocast, for a dtype the device lacks
+        try:
+            context = torch.autocast(device.type, dtype=torch.bfloat16)
+        except (UserWarning, RuntimeError) as error:
+            raise IIVFormerError(f"precision bf16 on {device.type}: {one_line(error)[:200]}; train with "
+                                 "--precision fp32") from None
+    return context
 
 
 def _run_epoch(run: _Run, data: dict, config: TrainConfig, epoch: int, progress: bool, path: Path) -> tuple:
     """Train one epoch, measure every split, keep the best weights. Returns (record, improved)."""
     began = time.perf_counter()
-    train_mpjpe, bad_batch = _train_epoch(run.model, run.optimizer, *data["train"], config, epoch, progress)
+    train_mpjpe, bad_batch = _train_epoch(run, *data["train"], config, epoch, progress)
     train_seconds = time.perf_counter() - began
     if bad_batch is not None:
         raise IIVFormerError(_diverged(f"non-finite loss at epoch {epoch}, batch {bad_batch}", config, run, path))
     record = {"epoch": epoch, "train_mpjpe": train_mpjpe}
     for name in [name for name in data if name != "train"]:
-        record[f"{name}_mpjpe"] = evaluate_mpjpe(run.model, *data[name], config.eval_batch_size)
+        record[f"{name}_mpjpe"] = _evaluate(run, *data[name], config.eval_batch_size)
     metric = record[f"{config.select_on}_mpjpe"]
     if not math.isfinite(metric):
         raise IIVFormerError(_diverged(f"non-finite {config.select_on} MPJPE after epoch {epoch}", config, run, path))
     improved = metric < run.best[1]
-    if improved:
-        run.best = (epoch, metric, {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()})
+    if improved:  # only rank 0 writes, so only it keeps a copy of the best weights
+        state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()} \
+            if run.group is None or run.group.main else None
+        run.best = (epoch, metric, state)
     record.update(seconds=time.perf_counter() - began, samples_per_second=len(data["train"][0]) / train_seconds,
                   best_epoch=run.best[0], best_metric=run.best[1])
     run.history.append(record)
     return record, improved
 
 
-def _train_epoch(model, optimizer, inputs, targets, config, epoch, progress):
-    """One pass over the training samples in the (seed, epoch) order. Returns (mean training
-    MPJPE, None), or (nan, number of the first batch whose loss was not finite)."""
-    model.train()
+def _train_epoch(run: _Run, inputs, targets, config, epoch, progress):
+    """One pass over the training samples in the (seed, epoch) order (in several processes, this
+    process's share of every batch). Returns (mean training MPJPE over all samples, None), or
+    (nan, number of the first batch whose loss was not finite)."""
+    model, optimizer, group = run.forward, run.optimizer, run.group
+    run.model.train()
     n, size = len(inputs), config.batch_size
     batches = math.ceil(n / size)
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0]))
@@ -129,24 +304,71 @@ def _train_epoch(model, optimizer, inputs, targets, config, epoch, progress):
     losses = torch.zeros(batches, device=inputs.device)  # per-batch loss, kept on the device
     weights = torch.full((batches,), float(size), device=inputs.device)
     weights[-1] = n - size * (batches - 1)
+    if group is not None:
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, group.rank]).generate_state(1)[0]))
+        weights.fill_(size // group.world_size)
+        weights[-1] = len(_shard(n - size * (batches - 1), group))  # samples of the last batch this process takes
+    autocast = forward_context(config.precision, inputs.device)
     running = math.nan
     with tqdm(total=batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for b in range(batches):
             index = order[b * size:(b + 1) * size]
+            scale = None
+            if group is not None:
+                index, scale = _share(index, group)
             present = _drop_views(len(index), inputs.shape[1], config.view_dropout, inputs.device)
-            loss = mpjpe(model(inputs[index], present), targets[index])
+            if config.precision == "fp32":
+                loss = mpjpe(model(inputs[index], present), targets[index])
+            else:
+                with autocast:
+                    predicted = model(inputs[index], present)
+                loss = mpjpe(predicted.float(), targets[index])  # the loss reduced in fp32
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if scale is None else loss * scale).backward()
             optimizer.step()
             losses[b] = loss.detach()
             if (b + 1) % CHECK_EVERY == 0 or b + 1 == batches:  # one host sync per CHECK_EVERY batches
-                running = float((losses[:b + 1] * weights[:b + 1]).sum() / weights[:b + 1].sum())
+                if group is None:
+                    running = float((losses[:b + 1] * weights[:b + 1]).sum() / weights[:b + 1].sum())
+                else:  # the mean over every process's samples, the same number in every process
+                    sums = torch.stack([(losses[:b + 1] * weights[:b + 1]).sum(), weights[:b + 1].sum()])
+                    sums = distributed.all_reduce(sums.double())
+                    running = float(sums[0] / sums[1])
                 if not math.isfinite(running):
-                    return math.nan, int(torch.nonzero(~torch.isfinite(losses[:b + 1]))[0]) + 1
+                    return math.nan, _first_bad(losses[:b + 1], group)
                 bar.set_postfix(mpjpe=f"{running:.2f} mm", refresh=False)
             bar.update(1)
     return running, None
+
+
+def _shard(count: int, group) -> range:
+    """The positions, among `count` samples of a global batch, that process `group.rank` takes:
+    a contiguous share, sizes differing by at most one."""
+    return range(group.rank * count // group.world_size, (group.rank + 1) * count // group.world_size)
+
+
+def _share(index: torch.Tensor, group) -> tuple:
+    """(this process's samples of the global batch `index`, the factor of its loss or None). DDP
+    averages the processes' gradients; a share of k of the batch's m samples is weighted k*N/m so
+    that the average is the batch mean. A process left without samples (a last batch smaller than
+    N) takes one with weight 0, so that every process still runs the step."""
+    positions = _shard(len(index), group)
+    share = len(positions) * group.world_size
+    if share == len(index):
+        return index[positions.start:positions.stop], None
+    if not positions:
+        return index[:1], 0.0
+    return index[positions.start:positions.stop], share / len(index)
+
+
+def _first_bad(losses: torch.Tensor, group) -> int:
+    """The number (from 1) of the first batch whose loss was not finite, in any process."""
+    bad = torch.nonzero(~torch.isfinite(losses))
+    if group is None:
+        return int(bad[0]) + 1
+    first = torch.tensor([int(bad[0]) if len(bad) else len(losses)], dtype=torch.int64, device=losses.device)
+    return int(distributed.all_reduce(first, "min")) + 1
 
 
 def _drop_views(batch: int, views: int, probability: float, device):
@@ -163,13 +385,30 @@ def _drop_views(batch: int, views: int, probability: float, device):
 @torch.no_grad()
 def evaluate_mpjpe(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> float:
     """MPJPE (mm) of the model in eval mode over a split already on the device."""
+    return float(_error_sum(model, inputs, targets, batch_size)) / (targets.shape[0] * targets.shape[2])
+
+
+@torch.no_grad()
+def _error_sum(model, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The sum of the joint errors (mm) of the model in eval mode, a 0-d tensor (float64, except on MPS)."""
     model.eval()
     dtype = torch.float32 if inputs.device.type == "mps" else torch.float64
     total = torch.zeros((), dtype=dtype, device=inputs.device)
     for start in range(0, len(inputs), batch_size):
         error = torch.linalg.vector_norm(model(inputs[start:start + batch_size]) - targets[start:start + batch_size], dim=-1)
         total += error.sum(dtype=dtype)
-    return float(total) / (targets.shape[0] * targets.shape[2])
+    return total
+
+
+def _evaluate(run: _Run, inputs, targets, batch_size: int) -> float:
+    """MPJPE (mm) over a whole split: the plain model (fp32, not compiled); in several processes
+    each measures its share and the sums are added up."""
+    if run.group is None:
+        return evaluate_mpjpe(run.model, inputs, targets, batch_size)
+    positions = _shard(len(inputs), run.group)
+    total = _error_sum(run.model, inputs[positions.start:positions.stop], targets[positions.start:positions.stop],
+                       batch_size)
+    return float(distributed.all_reduce(total.reshape(1)).reshape(())) / (targets.shape[0] * targets.shape[2])
 
 
 def _save(run: _Run, config: TrainConfig, prepared, epoch: int, path: Path) -> None:
