@@ -167,12 +167,15 @@ def cmd_train(args):
         raise IIVFormerError(f"--val_subjects: {', '.join(unknown)} not among the training subjects "
                              f"{', '.join(skeleton.TRAIN_SUBJECTS)}")
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS}
+    select_on = "val" if val_subjects else None
+    config = training_config(args.profile, select_on=select_on, **settings)  # the flags checked before any data
     path_3d, path_2d = _archives(args)
     rig = read_rig(path_2d)
     views = parse_views(args.views, rig) if args.views else None
     if views is None and rig is not None:  # every camera of the rig: the model takes as many views
         views = list(range(len(rig)))
-    config = training_config(args.profile, select_on="val" if val_subjects else None, views=views, **settings)
+    if views is not None:
+        config = training_config(args.profile, select_on=select_on, views=views, **settings)
     train.check_output_paths(args.model_path, args.log, {"--data_3d": path_3d, "--data_2d": path_2d})
     train_subjects = tuple(s for s in skeleton.TRAIN_SUBJECTS if s not in val_subjects)
     prepared = prepare(path_3d, path_2d, train_subjects=train_subjects, val_subjects=val_subjects, views=views)
@@ -247,9 +250,11 @@ def cmd_import_bvh(args):
     rig = load_rig(args.rig) if args.rig else None
     mapping = mocap.load_mapping(args.mapping) if args.mapping else None
     actions = args.action.split(",") if args.action else None
+    options = {name: value for name, value in (("seed", args.seed), ("detector_noise", args.detector_noise))
+               if value is not None}
     path_3d, path_2d, lines = mocap.import_bvh(
         args.files, args.out, rig=rig, subject=args.subject, actions=actions, mapping=mapping, units=args.units,
-        up=args.up, detector_noise=args.detector_noise, seed=args.seed)
+        up=args.up, **options)
     print("\n".join(lines))
     print(f"wrote {path_3d}\nwrote {path_2d}")
     print(load_archives(path_3d, path_2d).describe())
@@ -271,9 +276,9 @@ def _add_import_bvh_command(commands):
     bvh.add_argument("--units", choices=["auto", *UNITS], default="auto",
                      help="the file's length unit (default: auto, from the skeleton's standing height)")
     bvh.add_argument("--up", choices=list(UP_AXES), default="y", help="the file's axis pointing up (default: y)")
-    bvh.add_argument("--detector_noise", type=_non_negative_float, default=0.0,
+    bvh.add_argument("--detector_noise", type=_non_negative_float,
                      help="2D detector error in pixels (default: 0, exact projections)")
-    bvh.add_argument("--seed", type=_seed, default=0, help="placement in the room and detector error (default: 0)")
+    bvh.add_argument("--seed", type=_seed, help="placement in the room and detector error (default: 0)")
     bvh.set_defaults(run=cmd_import_bvh)
 
 
@@ -339,7 +344,7 @@ def cmd_predict(args):
     check_distinct({"--out": outputs[0], "--out (its .json)": outputs[1]},
                    {"--model_path": args.model_path, "--keypoints": args.keypoints, "--rig": rig_file})
     result = predict_keypoints(args.model_path, args.keypoints, rig=args.rig, device=args.device,
-                               format=args.format, min_score=args.min_score)
+                               format=args.format, min_score=args.min_score or 0.0)
     result.save(args.out)
     cameras = ", ".join(map(printable, result.camera_ids))
     if result.provenance["keypoints"] and result.provenance["cameras_checked"].startswith("not checked"):
@@ -369,7 +374,7 @@ def _add_predict_command(commands):
                       help="the keypoints' joint order: Human3.6M's 17 (default) or COCO's 17, converted")
     lift.add_argument("--rig", help="the cameras' rig (a rig JSON, an anipose calibration.toml or h36m:S9): "
                                     "also triangulate the absolute root")
-    lift.add_argument("--min_score", type=_non_negative_float, default=0.0,
+    lift.add_argument("--min_score", type=_non_negative_float,
                       help="a keypoint with a confidence at or below this is missing (default: 0)")
     lift.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
     lift.set_defaults(run=cmd_predict)
