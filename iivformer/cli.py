@@ -9,6 +9,7 @@
                        [--precision fp32|bf16] [--compile]
     torchrun --nproc_per_node N -m iivformer train ...    (N processes, one model: see iivformer.train)
     iivformer evaluate --data_3d F --data_2d F --subjects '["S9", "S11"]' --model_path cpn.pth --protocol p1|p2|both
+                       [--precision fp32|bf16] [--compile]
     iivformer predict  --model_path CKPT --keypoints FILE --out FILE [--format h36m17|coco17] [--rig FILE]
     iivformer export   --model_path CKPT --out FILE [--format state_dict|torchscript|onnx]
     iivformer cite
@@ -201,7 +202,8 @@ def cmd_evaluate(args):
         return _evaluate_subsets(args, path_3d, path_2d, subjects)
     if args.method == "model":
         result = evaluate.evaluate_checkpoint(args.model_path, path_3d, path_2d, subjects, device=args.device,
-                                              views=views)
+                                              views=views, precision=args.precision or "fp32",
+                                              compile=bool(args.compile))
     else:
         result = evaluate_method(args.method, path_3d, path_2d, subjects, views=views)
     results = result.results(protocols)
@@ -328,6 +330,10 @@ def _add_evaluate_command(commands):
     test.add_argument("--method", choices=METHODS, default="model",
                       help="the trained model (--model_path), or a reference method on the same frames")
     test.add_argument("--views", help="cameras to use, as indices (0,1,3) or ids (54138969,...); default: all")
+    test.add_argument("--precision", choices=["fp32", "bf16"],
+                      help="the model's forward pass: fp32 (default) or bf16 autocast")
+    test.add_argument("--compile", action="store_true", default=None,
+                      help="torch.compile the model (without it, with a warning, where it cannot run)")
     test.add_argument("--view_subsets", choices=["all"],
                       help="evaluate the model (trained with --view_dropout) and triangulation on every subset")
     test.set_defaults(run=cmd_evaluate)

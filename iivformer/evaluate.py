@@ -8,6 +8,7 @@ An :class:`Evaluation` is computed once, saved with its provenance (:meth:`Evalu
 reloaded (:meth:`Evaluation.load`) by whatever draws or tabulates it.
 """
 import json
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,18 +30,22 @@ _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions",
 
 @torch.no_grad()
 def predict_on_device(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
-                      view_mask=None) -> torch.Tensor:
+                      view_mask=None, precision: str = "fp32") -> torch.Tensor:
     """3D poses (N, J, 3) in millimetres, float32 on `device`, for normalised 2D inputs (N, V, J, 2),
     from the views where `view_mask` ((V,) for every sample, or (N, V) per sample) is True (default:
-    all). Batches go to the device one by one; the predictions stay there."""
+    all); `precision` "bf16" runs the forward pass under bfloat16 autocast. Batches go to the device
+    one by one; the predictions stay there."""
+    device = torch.device(device)
     model = model.to(device).eval()
+    autocast = runtime.forward_context(precision, device)
     view_mask = None if view_mask is None else torch.as_tensor(view_mask, dtype=torch.bool, device=device)
     outputs = []
     starts = range(0, len(inputs), batch_size)
     for start in tqdm(starts, desc="predicting", unit="batch", leave=False, disable=len(starts) < 8):
         batch = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
         mask = view_mask[start:start + batch_size] if view_mask is not None and view_mask.ndim == 2 else view_mask
-        outputs.append(model(batch, mask)[:, 0].float())
+        with autocast:
+            outputs.append(model(batch, mask)[:, 0].float())
     if not outputs:
         return torch.zeros((0,) + inputs.shape[2:3] + (3,), dtype=torch.float32, device=device)
     return torch.cat(outputs)
@@ -164,11 +169,11 @@ class Evaluation:
 
 
 def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096,
-                   view_mask=None) -> Evaluation:
+                   view_mask=None, precision: str = "fp32") -> Evaluation:
     """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame: one
     prediction pass, the errors (the Procrustes alignment batched) computed on the device in float64
     (float32 where the device has no float64), one copy to the host at the end."""
-    predictions = predict_on_device(model, split.inputs, device, batch_size, view_mask)
+    predictions = predict_on_device(model, split.inputs, device, batch_size, view_mask, precision)
     return evaluate_predictions(predictions, split)
 
 
@@ -272,11 +277,17 @@ def view_mask(checkpoint: dict, views, model_path):
 
 
 def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data_2d, device="auto",
-                    views=None) -> Evaluation:
+                    views=None, precision: str = "fp32", compile: bool = False) -> Evaluation:
     """Evaluate what :func:`load_for_evaluation` returned on its test split (from `views`, default
-    those the model was trained on), with the provenance."""
+    those the model was trained on), with the provenance; `precision` "bf16" (autocast) and `compile`
+    (torch.compile; a warning line and eager where it cannot run) choose how the forward pass runs."""
     device = runtime.resolve_device(device)
-    evaluation = evaluate_split(model, prepared.test, device, view_mask=view_mask(checkpoint, views, model_path))
+    if compile:
+        model, warning = runtime.compiled(model, device)
+        if warning:
+            print(warning, file=sys.stderr)
+    evaluation = evaluate_split(model, prepared.test, device, view_mask=view_mask(checkpoint, views, model_path),
+                                precision=precision)
     bad = int(np.count_nonzero(~np.isfinite(evaluation.predictions).all(axis=(1, 2))))
     if bad:
         raise IIVFormerError(f"{model_path}: the model's predictions are not finite for {bad} of "
@@ -286,13 +297,18 @@ def evaluate_loaded(checkpoint: dict, model, prepared, model_path, data_3d, data
     evaluation.provenance = provenance.describe("IIVFormer", model_path, data_3d, data_2d, prepared.test_subjects,
                                                 len(evaluation), device, normalization,
                                                 views if views is not None else prepared.views, prepared.rig)
+    if precision != "fp32" or compile:
+        evaluation.provenance["forward"] = {"precision": precision, "compile": bool(compile)}
     return evaluation
 
 
 def evaluate_checkpoint(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
-                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto", views=None) -> Evaluation:
+                        train_subjects=skeleton.TRAIN_SUBJECTS, device="auto", views=None,
+                        precision: str = "fp32", compile: bool = False) -> Evaluation:
     """Evaluate a checkpoint (the project's, or a plain state dict) on the frames of `subjects`,
-    from `views` (camera indices; default: those it was trained on)."""
+    from `views` (camera indices; default: those it was trained on); see :func:`evaluate_loaded`
+    for `precision` and `compile`."""
     checkpoint, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects, train_subjects,
                                                       views=views)
-    return evaluate_loaded(checkpoint, model, prepared, model_path, data_3d, data_2d, device, views)
+    return evaluate_loaded(checkpoint, model, prepared, model_path, data_3d, data_2d, device, views,
+                           precision, compile)

@@ -1,14 +1,15 @@
-"""Where and how reproducibly a run computes: device choice and seeding."""
+"""Where and how a run computes: device choice, seeding, SIGTERM, bf16 autocast and torch.compile."""
 import platform
 import random
 import signal
 import threading
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
 
-from iivformer.errors import IIVFormerError
+from iivformer.errors import IIVFormerError, one_line
 
 
 def resolve_device(name="auto") -> torch.device:
@@ -78,3 +79,36 @@ def terminate_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def compiled(module, device) -> tuple:
+    """(torch.compile(module), None), or (module, a warning line) when compilation cannot run here:
+    a small function is compiled and differentiated first (it draws no random numbers)."""
+    try:
+        probe = torch.compile(lambda x: torch.nn.functional.gelu(x * 2.0).sum())
+        probe(torch.ones(8, device=device, requires_grad=True)).backward()
+        return torch.compile(module), None
+    except Exception as error:  # noqa: BLE001 - a missing compiler fails in many ways
+        reason = one_line(error).split(" Set TORCHDYNAMO_VERBOSE")[0]  # torch's advice on debugging, not ours
+        reason = f"{type(error).__name__}: {reason}"
+        return module, f"warning: --compile: torch.compile cannot run here ({reason[:200]}); running without it"
+
+
+def forward_context(precision: str, device: torch.device):
+    """A context manager for the forward pass: autocast to bfloat16 for "bf16", nothing for "fp32".
+    One IIVFormerError line where the device has no bfloat16 autocast."""
+    if precision == "fp32":
+        return nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise IIVFormerError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                             "use --precision fp32")
+    if not torch.amp.is_autocast_available(device.type):
+        raise IIVFormerError(f"precision bf16: torch has no autocast for {device.type}; use --precision fp32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns, and disables autocast, for a dtype the device lacks
+        try:
+            context = torch.autocast(device.type, dtype=torch.bfloat16)
+        except (UserWarning, RuntimeError) as error:
+            raise IIVFormerError(f"precision bf16 on {device.type}: {one_line(error)[:200]}; use "
+                                 "--precision fp32") from None
+    return context

@@ -51,7 +51,6 @@ import math
 import re
 import sys
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +104,7 @@ def train(config: TrainConfig, prepared, checkpoint_path="cpn.pth", log_path="cp
     checkpoint_path, log_path = check_output_paths(checkpoint_path, log_path)
     with distributed.process_group(config.device) as group:
         device = group.device if group is not None else device
-        forward_context(config.precision, device)  # bf16 where the device lacks it: one line before any work
+        runtime.forward_context(config.precision, device)  # bf16 where the device lacks it: one line before any work
         main = group is None or group.main
         lock = exclusive_lock(checkpoint_path, "checkpoint") if main else nullcontext()
         with lock, runtime.terminate_as_interrupt():
@@ -228,43 +227,10 @@ def _start(config: TrainConfig, device, saved, group=None) -> _Run:
         run.forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        run.forward, run.compile_warning = _compiled(run.forward, device)
+        run.forward, run.compile_warning = runtime.compiled(run.forward, device)
         if run.compile_warning and (group is None or group.main):
             print(run.compile_warning, file=sys.stderr)
     return run
-
-
-def _compiled(module, device) -> tuple:
-    """(torch.compile(module), None), or (module, a warning line) when compilation cannot run here:
-    a small function is compiled and differentiated first (it draws no random numbers)."""
-    try:
-        probe = torch.compile(lambda x: torch.nn.functional.gelu(x * 2.0).sum())
-        probe(torch.ones(8, device=device, requires_grad=True)).backward()
-        return torch.compile(module), None
-    except Exception as error:  # noqa: BLE001 - a missing compiler fails in many ways
-        reason = one_line(error).split(" Set TORCHDYNAMO_VERBOSE")[0]  # torch's advice on debugging, not ours
-        reason = f"{type(error).__name__}: {reason}"
-        return module, f"warning: --compile: torch.compile cannot run here ({reason[:200]}); training without it"
-
-
-def forward_context(precision: str, device: torch.device):
-    """A context manager for the forward pass: autocast to bfloat16 for "bf16", nothing for "fp32".
-    One IIVFormerError line where the device has no bfloat16 autocast."""
-    if precision == "fp32":
-        return nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise IIVFormerError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                             "train with --precision fp32")
-    if not torch.amp.is_autocast_available(device.type):
-        raise IIVFormerError(f"precision bf16: torch has no autocast for {device.type}; train with --precision fp32")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # torch warns, and disables autocast, for a dtype the device lacks
-        try:
-            context = torch.autocast(device.type, dtype=torch.bfloat16)
-        except (UserWarning, RuntimeError) as error:
-            raise IIVFormerError(f"precision bf16 on {device.type}: {one_line(error)[:200]}; train with "
-                                 "--precision fp32") from None
-    return context
 
 
 def _run_epoch(run: _Run, data: dict, config: TrainConfig, epoch: int, progress: bool, path: Path) -> tuple:
@@ -308,7 +274,7 @@ def _train_epoch(run: _Run, inputs, targets, config, epoch, progress):
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, group.rank]).generate_state(1)[0]))
         weights.fill_(size // group.world_size)
         weights[-1] = len(_shard(n - size * (batches - 1), group))  # samples of the last batch this process takes
-    autocast = forward_context(config.precision, inputs.device)
+    autocast = runtime.forward_context(config.precision, inputs.device)
     running = math.nan
     with tqdm(total=batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:

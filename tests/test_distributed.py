@@ -323,7 +323,7 @@ def test_bf16_trains_close_to_fp32(small, fp32_run, tmp_path):
     # dtype under the loop's autocast, and weights that differ from fp32's).
     for name in ("train_mpjpe", "test_mpjpe"):
         assert math.isclose(history[0][name], reference[0][name], rel_tol=1e-3), (name, history, reference)
-    with train.forward_context("bf16", torch.device("cpu")):
+    with runtime.forward_context("bf16", torch.device("cpu")):
         assert IIVFormer(TINY)(torch.zeros(2, 4, 17, 2)).dtype == torch.bfloat16
     saved = ck.load_checkpoint(tmp_path / "run.pth")
     assert all(v.dtype == torch.float32 for v in saved["last"]["state_dict"].values())
@@ -357,7 +357,7 @@ def test_compile_that_cannot_run_warns_once_and_trains_eagerly(small, fp32_run, 
     monkeypatch.setattr(torch, "compile", unavailable)
     train.train(config(epochs=1, compile=True), small, tmp_path / "run.pth", tmp_path / "run.log", progress=False)
     warning = ("warning: --compile: torch.compile cannot run here (RuntimeError: InvalidCxxCompiler: No working "
-               "C++ compiler found); training without it")
+               "C++ compiler found); running without it")
     assert capsys.readouterr().err.splitlines() == [warning]
     assert warning in (tmp_path / "run.log").read_text()
     assert weights_sha256(ck.load_checkpoint(tmp_path / "run.pth")["last"]["state_dict"]) == \

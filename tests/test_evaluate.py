@@ -159,3 +159,22 @@ def test_a_saved_evaluation_with_a_damaged_summary_is_refused_in_one_line(tmp_pa
     with pytest.raises(DataError, match="damaged evaluation") as error:
         evaluate.Evaluation.load(path)
     assert "\n" not in str(error.value)
+
+
+def test_bf16_evaluation_runs_in_bfloat16_and_stays_close_to_fp32():
+    import torch
+    from iivformer.evaluate import evaluate_split
+    from iivformer.model import IIVFormer
+    from iivformer.prepare import Split
+
+    torch.manual_seed(0)
+    model = IIVFormer(embed_dim_ratio=8, depth=1, num_heads=2)
+    rng = np.random.default_rng(0)
+    inputs = rng.standard_normal((64, 4, 17, 2)).astype(np.float32)
+    targets = rng.standard_normal((64, 1, 17, 3)).astype(np.float32) * 200
+    split = Split(inputs, targets, [("S9", "Walking 1")], np.zeros(64, np.int32), np.arange(64, dtype=np.int32))
+    full = evaluate_split(model, split, "cpu")
+    half = evaluate_split(model, split, "cpu", precision="bf16")
+    assert not np.array_equal(full.predictions, half.predictions)  # bf16 really ran
+    scale = np.abs(full.predictions).max()
+    assert np.abs(full.predictions - half.predictions).max() < 0.02 * scale  # bfloat16 keeps ~3 digits
