@@ -34,7 +34,7 @@ browser:
 		|| echo "chromium could not be installed: the browser test will be skipped"; fi
 
 test: install browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 tests
 	IIVFORMER_PROFILE=ci $(BIN)/python -m pytest --nbval-lax notebooks/
 
 test-fast: install

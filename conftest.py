@@ -25,6 +25,10 @@ def _snapshot() -> dict:
 
 def pytest_configure(config):
     os.environ["IIVFORMER_ROOT"] = tempfile.mkdtemp(prefix="iivformer-test-root-")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # tests share the cores with the other workers:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread each, also in the processes they start
+        import torch
+        torch.set_num_threads(1)
     config._iivformer_snapshot = _snapshot()
 
 
