@@ -143,3 +143,25 @@ def test_config_from_dict_rejects_unknown_keys():
     with pytest.raises(IIVFormerError, match="unknown keys: bogus") as info:
         ModelConfig.from_dict({**ModelConfig().to_dict(), "bogus": 1})
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("qkv_bias,qk_scale", [(True, None), (False, 0.7)])
+def test_head_by_head_attention_equals_fused_attention_with_gradients(qkv_bias, qk_scale):
+    """Narrow heads on the CPU go head by head (explicit softmax), the rest through SDPA: same function."""
+    torch.manual_seed(0)
+    attn = Attention(dim=32, num_heads=8, qkv_bias=qkv_bias, qk_scale=qk_scale)  # head width 4
+    x = torch.randn(6, 17, 32)
+    grad_out = torch.randn(6, 17, 32)
+    results = []
+    for path in (attn._head_by_head, lambda x, maps: attn._fused(x, maps, None)):
+        attn.zero_grad()
+        x_in = x.clone().requires_grad_(True)
+        y, maps = path(x_in, True)
+        (y * grad_out).sum().backward()
+        results.append((y.detach(), maps, x_in.grad, [p.grad.clone() for p in attn.qkv.parameters()]))
+    (y1, maps1, gx1, gp1), (y2, maps2, gx2, gp2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps1, maps2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-5)
+    for a, b in zip(gp1, gp2, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
