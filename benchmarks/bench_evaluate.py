@@ -15,22 +15,12 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from bench_train import PublishedDataset  # the published per-sample Dataset (this folder)
 from iivformer import evaluate, metrics, runtime, workbench
 from iivformer.model import IIVFormer
 from iivformer.prepare import prepare
-
-
-class PublishedDataset(Dataset):
-    def __init__(self, inputs, targets):
-        self.inputs, self.targets = inputs, targets
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, index):
-        return self.inputs[index], self.targets[index]
 
 
 @torch.no_grad()

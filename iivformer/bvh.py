@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from iivformer.errors import DataError, printable
-from iivformer.files import open_regular_file
+from iivformer.files import read_limited
 
 MAX_BYTES = 256 << 20  # 256 MiB of text
 MAX_JOINTS = 1024  # joints and end sites
@@ -268,10 +268,7 @@ def _is_number(word: str) -> bool:
 
 def read_bvh(path) -> Bvh:
     """Read and check a BVH file; one DataError line naming the file (and the line) if it is malformed."""
-    with open_regular_file(path, DataError, "a BVH motion capture file") as stream:
-        data = stream.read(MAX_BYTES + 1)
-    if len(data) > MAX_BYTES:
-        raise DataError(f"{path}: larger than {MAX_BYTES >> 20} MiB; split the recording")
+    data = read_limited(path, MAX_BYTES, "a BVH motion capture file", "split the recording", DataError)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

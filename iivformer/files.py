@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from iivformer.errors import IIVFormerError
+from iivformer.errors import IIVFormerError, printable
 
 
 def check_writable(path, what: str = "output") -> Path:
@@ -159,6 +159,17 @@ def open_regular_file(path, error=IIVFormerError, expected: str = "a file"):
     kind = ("file is empty" if stat.S_ISREG(status.st_mode)
             else "not a regular file" + (" (is a folder)" if stat.S_ISDIR(status.st_mode) else ""))
     raise error(f"{path}: {kind}; expected {expected}")
+
+
+def read_limited(path, limit: int, expected: str, hint: str = None, error=IIVFormerError) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (see :func:`open_regular_file`); one
+    `error` line for a larger one, ending with `hint` (default: what was `expected`)."""
+    with open_regular_file(path, error, expected) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+        raise error(f"{printable(path)}: larger than {size}; {hint or 'is this ' + expected + '?'}")
+    return data
 
 
 def write_text(path, text: str) -> Path:

@@ -30,7 +30,7 @@ import numpy as np
 
 from iivformer import skeleton
 from iivformer.errors import DataError, one_line, printable
-from iivformer.files import open_regular_file
+from iivformer.files import open_regular_file, read_limited
 from iivformer.npz import read_npz
 
 FORMATS = ("h36m17", "coco17")
@@ -312,10 +312,7 @@ def read_keypoints(path, format: str = "h36m17", min_score: float = 0.0) -> Keyp
 
 
 def _read_json(path: Path) -> dict:
-    with open_regular_file(path, DataError, "a JSON keypoint file") as stream:
-        data = stream.read(MAX_JSON_BYTES + 1)
-    if len(data) > MAX_JSON_BYTES:
-        raise DataError(f"{_where(path)}: larger than {MAX_JSON_BYTES >> 20} MiB; write large keypoint files as .npz")
+    data = read_limited(path, MAX_JSON_BYTES, "a JSON keypoint file", "write large keypoint files as .npz", DataError)
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:

@@ -32,7 +32,7 @@ import numpy as np
 from iivformer import skeleton
 from iivformer.bvh import Bvh, read_bvh
 from iivformer.errors import DataError, IIVFormerError, printable
-from iivformer.files import check_distinct, check_writable, open_regular_file
+from iivformer.files import check_distinct, check_writable, read_limited
 
 # CMU (31 joints; rest pose above the hips: Chest 0.11 m, Chest2 and lowerneck 0.22, the shoulders 0.31,
 # Neck 0.31, Head 0.41, the Head end site 0.50). Each Human3.6M bone lies within one rigid CMU segment, so
@@ -68,10 +68,7 @@ def cmu_clips() -> list:
 
 def load_mapping(path) -> dict:
     """A mapping file (JSON, see the module docstring), checked against the 17 joint names."""
-    with open_regular_file(path, DataError, "a joint mapping JSON file") as stream:
-        data = stream.read(MAX_MAPPING_BYTES + 1)
-    if len(data) > MAX_MAPPING_BYTES:
-        raise DataError(f"{path}: larger than {MAX_MAPPING_BYTES >> 10} KiB; is this a joint mapping file?")
+    data = read_limited(path, MAX_MAPPING_BYTES, "a joint mapping JSON file", error=DataError)
     try:
         mapping = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

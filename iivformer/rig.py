@@ -28,7 +28,7 @@ import numpy as np
 
 from iivformer import cameras
 from iivformer.errors import DataError, printable
-from iivformer.files import open_regular_file, write_json
+from iivformer.files import read_limited, write_json
 
 RIG_KEY = "rig"  # in a 2D archive's metadata: the rig the 2D was projected through (absent: Human3.6M)
 BUILT_IN_PREFIX = "h36m:"
@@ -140,10 +140,7 @@ def load_rig(spec) -> Rig:
 
 
 def _read_text(path, expected: str) -> str:
-    with open_regular_file(path, DataError, expected) as stream:
-        data = stream.read(MAX_RIG_BYTES + 1)
-    if len(data) > MAX_RIG_BYTES:
-        raise DataError(f"{path}: larger than {MAX_RIG_BYTES // 1024} KiB; is this a rig file?")
+    data = read_limited(path, MAX_RIG_BYTES, expected, error=DataError)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
