@@ -19,6 +19,7 @@ from iivformer import metrics, prepare, provenance, runtime, skeleton
 from iivformer.archives import Archives, read_npz, read_rig
 from iivformer.cameras import camera_ids
 from iivformer.checkpoint import build_model, load_checkpoint
+from iivformer.config import EVAL_BATCH_SIZE
 from iivformer.errors import DataError, IIVFormerError, one_line
 from iivformer.files import atomic_write
 from iivformer.prepare import Normalization, Split
@@ -29,7 +30,7 @@ _SAMPLE_FIELDS = ("predictions", "targets", "subjects", "recordings", "actions",
 
 
 @torch.no_grad()
-def predict_on_device(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
+def predict_on_device(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = EVAL_BATCH_SIZE,
                       view_mask=None, precision: str = "fp32") -> torch.Tensor:
     """3D poses (N, J, 3) in millimetres, float32 on `device`, for normalised 2D inputs (N, V, J, 2),
     from the views where `view_mask` ((V,) for every sample, or (N, V) per sample) is True (default:
@@ -51,7 +52,7 @@ def predict_on_device(model: torch.nn.Module, inputs: np.ndarray, device="cpu", 
     return torch.cat(outputs)
 
 
-def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = 4096,
+def predict(model: torch.nn.Module, inputs: np.ndarray, device="cpu", batch_size: int = EVAL_BATCH_SIZE,
             view_mask=None) -> np.ndarray:
     """:func:`predict_on_device`, copied to the host as a float32 array (N, J, 3) mm."""
     return predict_on_device(model, inputs, device, batch_size, view_mask).cpu().numpy()
@@ -168,7 +169,7 @@ class Evaluation:
         return cls(errors=errors, provenance=summary.get("provenance", {}), **samples)
 
 
-def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = 4096,
+def evaluate_split(model: torch.nn.Module, split: Split, device="cpu", batch_size: int = EVAL_BATCH_SIZE,
                    view_mask=None, precision: str = "fp32") -> Evaluation:
     """Run the model on a prepared split and compute per-joint P1 and P2 errors of every frame: one
     prediction pass, the errors (the Procrustes alignment batched) computed on the device in float64

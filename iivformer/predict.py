@@ -34,6 +34,7 @@ import numpy as np
 
 from iivformer import cameras, provenance, runtime, skeleton
 from iivformer.checkpoint import build_model, load_checkpoint
+from iivformer.config import EVAL_BATCH_SIZE
 from iivformer.errors import CheckpointError, DataError, IIVFormerError, printable
 from iivformer.evaluate import checkpoint_rig, predict, trained_views
 from iivformer.files import atomic_write, write_text
@@ -266,7 +267,7 @@ def locate_root(points: np.ndarray, missing: np.ndarray, cams: list, poses: np.n
 # ------------------------------------------------------------------------------ predicting
 
 def predict_keypoints(model_path, keypoints, rig=None, device="auto", format: str = "h36m17",
-                      min_score: float = 0.0, batch_size: int = 4096, normalization: Normalization = None,
+                      min_score: float = 0.0, batch_size: int = EVAL_BATCH_SIZE, normalization: Normalization = None,
                       camera_ids=None) -> Prediction:
     """Lift the user's 2D keypoints to 3D with the checkpoint at `model_path` (see the module docstring).
 
