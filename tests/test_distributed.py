@@ -152,8 +152,11 @@ def test_a_dead_process_leaves_the_last_epoch_and_the_run_resumes_exactly(two_pr
     assert died.returncode != 0
     said = errors(died.stderr)
     assert len(said) == 1, died.stderr[-3000:]
-    assert re.fullmatch(r"error: rank 0: another training process died or stopped answering during epoch 2 "
-                        r"\(.*\); the last completed epoch \(1\) is saved in run.pth", said[0]), said
+    # rank 0 sees the lost peer, or (when torchrun's SIGTERM reaches it first) is interrupted: either way
+    # it names epoch 1 as the one kept
+    assert re.fullmatch(r"error: (rank 0: another training process died or stopped answering during epoch 2 "
+                        r"\(.*\); the last completed epoch \(1\) is saved in run.pth|interrupted during epoch 2; "
+                        r"the last completed epoch \(1\) is saved in run.pth; continue with --resume)", said[0]), said
     saved = ck.load_checkpoint(tmp_path / "run.pth")
     assert saved["last"]["epoch"] == 1 and len(saved["history"]) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
