@@ -1,13 +1,14 @@
 """Evaluation: the project's one pass against the published evaluate.py run once per protocol.
 
-    python benchmarks/bench_evaluate.py [--preset small|full] [--batch_size 1024] [--device auto] [--repeats 2]
+    python benchmarks/bench_evaluate.py [--preset tiny|small|full] [--batch_size 1024] [--device auto] [--repeats 2]
 
 The published evaluation (evaluate.py, restated): a per-sample Dataset and a 4-worker DataLoader
 over the test split, every batch's prediction copied to the host, the protocol's error computed per
 batch (P1 with torch, P2 with float64 NumPy Procrustes), the whole run repeated for the second
 protocol. The project (iivformer.evaluate.evaluate_split): one prediction pass in large batches,
 the predictions kept on the device, per-joint P1 and P2 of every frame computed there, one copy to
-the host. The same full-size model (random weights) and the same test frames (the synthetic
+the host. The same full-size model (random weights; the published side computes it the published
+way, benchmarks/published_model.py, every attention map copied to the host) and the same test frames (the synthetic
 preset's S9 and S11). Prints the seconds and samples/s of each, and their ratio.
 """
 import argparse
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from bench_train import PublishedDataset  # the published per-sample Dataset (this folder)
+from published_main import PublishedDataset  # this folder: the published main.py, restated
+from benchmarks.published_model import PublishedIIVFormer
 from iivformer import evaluate, metrics, runtime, workbench
 from iivformer.model import IIVFormer
 from iivformer.prepare import prepare
@@ -42,7 +44,7 @@ def published_protocol(model, split, protocol: str, batch_size: int, device) -> 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=["small", "full"], default="small")
+    parser.add_argument("--preset", choices=["tiny", "small", "full"], default="small")
     parser.add_argument("--batch_size", type=int, default=1024, help="the published evaluation's batch")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each, alternating; the best is kept")
@@ -53,12 +55,14 @@ def main():
     test = prepare(path_3d, path_2d).test
     torch.manual_seed(0)
     model = IIVFormer().to(device).eval()
+    published_model = PublishedIIVFormer().to(device).eval()  # the same weights, computed the published way
+    published_model.load_state_dict(model.state_dict())
     print(f"device: {runtime.describe_device(device)}; torch {torch.__version__}; {len(test):,} test frames "
           f"(synthetic '{args.preset}', S9+S11), full-size model")
     published, ours, checks = [], [], {}
     for _ in range(args.repeats):  # alternate, so warm-up and machine load fall on both alike
         began = time.perf_counter()
-        checks["published"] = [published_protocol(model, test, protocol, args.batch_size, device)
+        checks["published"] = [published_protocol(published_model, test, protocol, args.batch_size, device)
                                 for protocol in ("p1", "p2")]
         published.append(time.perf_counter() - began)
         began = time.perf_counter()

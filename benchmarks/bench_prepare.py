@@ -12,6 +12,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 OURS = """
 import json, resource, sys, time
@@ -23,44 +24,18 @@ print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUS
                   "train": len(prepared.train), "test": len(prepared.test)}))
 """
 
-# The published main.py's preparation, restated: pickle load, trim, split_data (with its camera
-# array), normalation; arrays as the published code makes them.
+# The published main.py's preparation (benchmarks/published_main.py): pickle load, trim, split_data
+# (with its camera array), normalisation; arrays as the published code makes them.
 PUBLISHED = """
 import json, resource, sys, time
-import numpy as np
-from iivformer import cameras, skeleton
+sys.path.insert(0, sys.argv[3])
+from published_main import prepare_published
 start = time.perf_counter()
-positions_3d = np.load(sys.argv[1], allow_pickle=True)["positions_3d"].item()  # our own synthetic file
-keypoints = np.load(sys.argv[2], allow_pickle=True)["positions_2d"].item()
-for subject in positions_3d:
-    for action, poses in positions_3d[subject].items():
-        positions_3d[subject][action] = poses[:, list(skeleton.KEPT_32_TO_17)]
-        keypoints[subject][action] = [k[: len(poses)] for k in keypoints[subject][action]]
-def split_data(subjects):
-    xs, ys, cams = [], [], []
-    for subject in subjects:
-        camera_row = []
-        for camera in cameras.cameras_for(subject):
-            camera_row += list(camera.orientation) + list(camera.translation / 1000) + [camera.res_w, camera.res_h]
-            camera_row += list(camera.focal_length) + list(camera.center) + list(camera.radial_distortion)
-            camera_row += list(camera.tangential_distortion)
-        for action, poses in positions_3d[subject].items():
-            ys.append(poses)
-            xs.append(np.concatenate(keypoints[subject][action], axis=2))
-            cams.append(np.array([camera_row for _ in range(len(poses))]))
-    x, y, cam = np.concatenate(xs), np.concatenate(ys), np.concatenate(cams)
-    cam = np.expand_dims(cam, axis=1).repeat(17, axis=1)
-    y = y * 1000
-    y = y - y[:, :1, :]
-    return x, y, cam
-x_train, y_train, cam_train = split_data(skeleton.TRAIN_SUBJECTS)
-x_test, y_test, cam_test = split_data(skeleton.TEST_SUBJECTS)
-mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-x_train = x_train.reshape(-1, 17, 4, 2).transpose(0, 2, 1, 3)
+data = prepare_published(sys.argv[1], sys.argv[2])
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "train": len(x_train), "test": len(x_test), "camera_array_mb": cam_train.nbytes / 2**20}))
+                  "train": len(data["x_train"]), "test": len(data["x_test"]),
+                  "camera_array_mb": data["cam_train"].nbytes / 2**20}))
 """
 
 
@@ -73,7 +48,8 @@ def dataset(preset: str) -> tuple:
 
 
 def measure(code: str, paths: tuple) -> dict:
-    completed = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, check=True)
+    completed = subprocess.run([sys.executable, "-c", code, *paths, str(Path(__file__).resolve().parent)],
+                               capture_output=True, text=True, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 

@@ -1,61 +1,52 @@
-"""Training throughput: the project's loop against the published loop, same model, same data.
+"""Training throughput: the project's loop and model against the published loop and model, same data.
 
     python benchmarks/bench_train.py [--samples 8192] [--batch_size 1024] [--device auto]
                                      [--embed_dim_ratio 32 --depth 4 --num_heads 8] [--threads N] [--repeats 2]
 
-The published loop (main.py): a per-sample Dataset, a shuffling DataLoader with 4 workers that
-collates each batch on the host, a host-to-device copy per batch and a `loss.item()` per batch.
+The published loop (main.py, restated in benchmarks/published_main.py) with the published model
+(benchmarks/published_model.py, every attention map copied to the host): a per-sample Dataset, a
+shuffling DataLoader with 4 workers that collates each batch on the host, a host-to-device copy per
+batch and a `loss.item()` per batch.
 The project's loop (iivformer.train): tensors moved to the device once, batches drawn by index
 from a seeded permutation, the loss read back every 20 batches. One epoch each over the first
-`--samples` training frames of the 'small' synthetic set; samples per second of the training pass.
+`--samples` training frames of the 'small' synthetic set (0: all of them), both from the same
+weights; samples per second of the training pass.
 """
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from published_main import PublishedDataset, train_epoch  # this folder: the published main.py, restated
+from benchmarks.published_model import PublishedIIVFormer
 from iivformer import runtime, train, workbench
 from iivformer.config import ModelConfig, TrainConfig
-from iivformer.metrics import mpjpe
 from iivformer.model import IIVFormer
 from iivformer.prepare import prepare
 
 PUBLISHED = {**TrainConfig().to_dict(), **ModelConfig().to_dict()}
 
 
-class PublishedDataset(Dataset):
-    def __init__(self, inputs, targets):
-        self.inputs, self.targets = inputs, targets
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitem__(self, index):
-        return self.inputs[index], self.targets[index]
-
-
-def published_epoch(model, optimizer, split, batch_size, device) -> float:
-    loader = DataLoader(PublishedDataset(split.inputs, split.targets), batch_size=batch_size, shuffle=True,
-                        num_workers=4)
-    model.train()
-    began, total, count = time.perf_counter(), 0.0, 0
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
-        loss = mpjpe(model(inputs), targets)
-        total += loss.item() * len(targets)
-        count += len(targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+def published_epoch(state: dict, model_config, split, batch_size, device) -> float:
+    """Samples/s of one epoch of the published loop with the published model, from weights `state`."""
+    model = PublishedIIVFormer(model_config).to(device)
+    model.load_state_dict(state)
+    optimizer = torch.optim.Adam(model.parameters(), lr=PUBLISHED["lr"])
+    loader = DataLoader(PublishedDataset(split.inputs, split.targets),
+                        batch_size=batch_size, shuffle=True, num_workers=4)
+    began = time.perf_counter()
+    train_epoch(model, optimizer, loader, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return count / (time.perf_counter() - began)
+    return len(split) / (time.perf_counter() - began)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--samples", type=int, default=8192, help="training frames (0: all)")
     parser.add_argument("--batch_size", type=int, default=PUBLISHED["batch_size"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--embed_dim_ratio", type=int, default=PUBLISHED["embed_dim_ratio"])
@@ -70,22 +61,20 @@ def main():
     path_3d, path_2d, _ = workbench.synthetic_dataset(workbench.data_dir() / "synthetic" / "small", "small",
                                                       progress=True)
     prepared = prepare(path_3d, path_2d)
-    prepared.train = prepared.train.subset(slice(0, args.samples))
+    if args.samples:
+        prepared.train = prepared.train.subset(slice(0, args.samples))
     prepared.test = prepared.test.subset(slice(0, 1024))
     model_config = ModelConfig(embed_dim_ratio=args.embed_dim_ratio, depth=args.depth, num_heads=args.num_heads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; {len(prepared.train):,} samples, batch {args.batch_size}, "
           f"model embed_dim_ratio={args.embed_dim_ratio} depth={args.depth} heads={args.num_heads}")
 
-    import tempfile
-    from pathlib import Path
 
     published, ours = [], []
     for _ in range(args.repeats):  # alternate, so warm-up and machine load fall on both alike
         torch.manual_seed(0)
-        model = IIVFormer(model_config).to(device)
-        published.append(published_epoch(model, torch.optim.Adam(model.parameters(), lr=PUBLISHED["lr"]), prepared.train,
-                                          args.batch_size, device))
+        state = IIVFormer(model_config).state_dict()  # both loops start from these weights
+        published.append(published_epoch(state, model_config, prepared.train, args.batch_size, device))
         with tempfile.TemporaryDirectory() as folder:
             config = TrainConfig(batch_size=args.batch_size, epochs=1, model=model_config, device=str(device))
             history = train.train(config, prepared, Path(folder) / "bench.pth", Path(folder) / "bench.log",

@@ -56,7 +56,7 @@ def test_command_line_with_the_published_flags(published_weights, tmp_path):
     assert record["subjects"] == ["S9", "S11"] and record["frames"] == int(np.load(FIXTURE / "expected_preparation.npz")["test_frames"])
     assert record["checkpoint"]["published"] is None  # the recipe weights are not the published cpn.pth
     assert "recomputed from the training subjects" in record["normalization"]
-    assert record["versions"]["torch"] == torch.__version__ and record["device"].startswith("cpu")
+    assert record["versions"]["torch"] == torch.__version__ and record["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_evaluation_traces_every_sample(published_weights):
