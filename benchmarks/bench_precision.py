@@ -47,7 +47,7 @@ def measure(setting: str, prepared, args, device) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=8192)
+    parser.add_argument("--samples", type=int, default=8192, help="training frames (0: all)")
     parser.add_argument("--batch_size", type=int, default=PUBLISHED["batch_size"])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per setting (at least 2)")
     parser.add_argument("--device", default="auto")
@@ -66,7 +66,8 @@ def main():
     path_3d, path_2d, _ = workbench.synthetic_dataset(workbench.data_dir() / "synthetic" / "small", "small",
                                                       progress=True)
     prepared = prepare(path_3d, path_2d)
-    prepared.train = prepared.train.subset(slice(0, args.samples))
+    if args.samples:
+        prepared.train = prepared.train.subset(slice(0, args.samples))
     prepared.test = prepared.test.subset(slice(0, 1024))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; {len(prepared.train):,} samples, batch {args.batch_size} "

@@ -91,6 +91,7 @@ class Attention(nn.Module):
     float rounding (~1e-6)."""
 
     NARROW_HEAD = 16
+    NARROW_DEVICES = ("cpu",)  # where narrow heads go head by head (benchmarks/profile_step.py measures others)
 
     def __init__(self, dim, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
         super().__init__()
@@ -108,7 +109,7 @@ class Attention(nn.Module):
         """(B, N, dim) -> (B, N, dim), plus the (B, heads, N, N) softmax map if asked (else None).
 
         `key_mask`: None, or bool (B, 1, 1, N), False for tokens no query may attend to."""
-        narrow = x.shape[-1] // self.num_heads <= self.NARROW_HEAD and x.device.type == "cpu"
+        narrow = x.shape[-1] // self.num_heads <= self.NARROW_HEAD and x.device.type in self.NARROW_DEVICES
         if narrow and key_mask is None and not (self.training and self.attn_drop):
             y, attn = self._head_by_head(x, return_attention)
         else:
