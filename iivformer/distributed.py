@@ -115,7 +115,8 @@ def _device(name, local_rank: int):
     count = torch.cuda.device_count()
     if local_rank >= count:
         raise DistributedError(f"rank {os.environ.get('RANK')}: LOCAL_RANK {local_rank} has no GPU (this machine "
-                               f"has {count}); start at most {count} processes per machine")
+                               f"has {count}); start at most {count} processes per machine, or train on the CPU "
+                               "with --device cpu")
     return torch.device("cuda", local_rank)
 
 

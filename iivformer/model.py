@@ -81,17 +81,26 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the N tokens of (B, N, dim).
 
-    Two ways to the same function, chosen by head width, measured on the CPU (fwd + bwd with the qkv
-    projection, batch 1024, 2 threads): on the CPU, heads of width <= NARROW_HEAD go head by head as
-    explicit softmax attention (`_head_by_head`; intra-view, width 4 over 17 joints: 59 ms a block
-    against 87 ms for SDPA, whose CPU kernel pays per head and sample, 32768 problems of 17 x 4;
-    width 8: 126 vs 145 ms, width 16: 274 vs 292 ms, width 32: even). Wider heads, other devices and
-    masked or attention-dropout calls go to scaled_dot_product_attention (`_fused`; inter-view, width
-    68 over 4 views: 122 ms either way, and SDPA takes the view mask). Both give the same numbers to
-    float rounding (~1e-6)."""
+    Three ways to the same function (equal to float rounding, ~1e-6), chosen by device and head
+    width from measurements (fwd + bwd, batch 1024):
+
+    * CPU, heads of width <= NARROW_HEAD (intra-view, width 4 over 17 joints): head by head as
+      explicit softmax attention (`_head_by_head`: 59 ms a block against 87 ms for SDPA, whose CPU
+      kernel pays per head and sample, 32768 problems of 17 x 4; width 8: 126 vs 145 ms, width 16:
+      274 vs 292 ms, width 32: even; 2 threads).
+    * CUDA: all heads at once as explicit matrices (`_explicit`, the published computation). SDPA's
+      fp32 memory-efficient kernels took 60 % of a training step's GPU time on these tiny problems
+      (17 x 4 and 4 x 68; 17 of 28 ms): the full-size model's step took 29.4 ms with SDPA against
+      19.6 ms for the published model's explicit attention without its host copies (H200,
+      torch 2.11, benchmarks/profile_step.py).
+    * Elsewhere (wider heads on the CPU, other devices): scaled_dot_product_attention (`_fused`;
+      inter-view, width 68 over 4 views: 122 ms on 2 CPU threads either way); it takes the view
+      mask and attention dropout.
+    """
 
     NARROW_HEAD = 16
-    NARROW_DEVICES = ("cpu",)  # where narrow heads go head by head (benchmarks/profile_step.py measures others)
+    NARROW_DEVICES = ("cpu",)  # where narrow heads go head by head
+    EXPLICIT_DEVICES = ("cuda",)  # where every head goes as explicit matrices (benchmarks/profile_step.py)
 
     def __init__(self, dim, num_heads, qkv_bias=True, qk_scale=None, attn_drop=0.0, proj_drop=0.0):
         super().__init__()
@@ -112,6 +121,8 @@ class Attention(nn.Module):
         narrow = x.shape[-1] // self.num_heads <= self.NARROW_HEAD and x.device.type in self.NARROW_DEVICES
         if narrow and key_mask is None and not (self.training and self.attn_drop):
             y, attn = self._head_by_head(x, return_attention)
+        elif x.device.type in self.EXPLICIT_DEVICES:
+            y, attn = self._explicit(x, return_attention, key_mask)
         else:
             y, attn = self._fused(x, return_attention, key_mask)
         return self.proj_drop(self.proj(y)), attn
@@ -138,6 +149,17 @@ class Attention(nn.Module):
             maps.append(attn)
         y = torch.stack(heads, dim=2).view(B, N, D)
         return y, (torch.stack(maps, dim=1) if return_attention else None)
+
+    def _explicit(self, x, return_attention: bool, key_mask):
+        """All heads at once as explicit matrices: (B, N, dim) -> (B, N, dim) before `proj`, maps or None."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        scores = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask, float("-inf"))
+        attn = scores.softmax(dim=-1)
+        y = F.dropout(attn, self.attn_drop, self.training) @ v
+        return y.transpose(1, 2).reshape(B, N, D), (attn if return_attention else None)
 
     def _fused(self, x, return_attention: bool, key_mask):
         """scaled_dot_product_attention: (B, N, dim) -> (B, N, dim) before `proj`, maps or None.

@@ -14,9 +14,11 @@ import torch
 import archive_factory as factory
 from iivformer import checkpoint as ck
 from iivformer import cli, evaluate, export, train
+from iivformer.model import IIVFormer
 from published_recipe import recipe_state_dict
 from test_distributed import FLAGS, PATHS, clean_environment, config, fixture_subset, metrics
 from test_evaluate import EXPECTED
+from test_model import GOLDEN_PATH
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible")
 NO_DROP = dict(drop_path_rate=0.0)  # no random draws in training: CPU and CUDA follow one path
@@ -37,6 +39,16 @@ def trained(small, folder: Path, name: str, **changes) -> tuple:
 def tiny_model(**changes):
     from dataclasses import replace
     return replace(config().model, **{**NO_DROP, **changes})
+
+
+def test_golden_forward_on_cuda():
+    """The published forward's golden outputs, computed on the GPU (explicit attention there)."""
+    golden = np.load(GOLDEN_PATH)
+    model = IIVFormer().eval().to("cuda")
+    model.load_state_dict(recipe_state_dict(int(golden["weight_seed"])), strict=True)
+    with torch.no_grad():
+        out = model(torch.from_numpy(golden["input"]).cuda()).cpu().numpy()
+    np.testing.assert_allclose(out, golden["output"], atol=1e-4, rtol=0)
 
 
 def test_training_on_cuda_follows_the_cpu(small, tmp_path):

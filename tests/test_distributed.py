@@ -34,7 +34,8 @@ PATHS = (FIXTURE / "data_3d_h36m.npz", FIXTURE / "data_2d_h36m_fixture.npz")
 TINY = ModelConfig(embed_dim_ratio=8, depth=2, num_heads=2)
 # depth 1: stochastic depth's rates are linspace(0, 0.1, depth) = [0.0], so training draws no random
 # numbers and two processes must do what one does, up to the order of float sums
-FLAGS = ["--profile", "ci", "--epochs", "3", "--depth", "1", "--lr", "0.02", "--batch_size", "64"]
+# --device cpu: gloo between CPU processes also where a GPU is visible (tests/test_cuda.py runs NCCL)
+FLAGS = ["--profile", "ci", "--epochs", "3", "--depth", "1", "--lr", "0.02", "--batch_size", "64", "--device", "cpu"]
 LAUNCH_TIMEOUT_S = 120
 DYING_SCRIPT = """
 import os, sys

@@ -165,3 +165,39 @@ def test_head_by_head_attention_equals_fused_attention_with_gradients(qkv_bias, 
     torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-5)
     for a, b in zip(gp1, gp2, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim,heads", [(32, 8), (136, 2)])  # the intra-view and a wide inter-view shape
+def test_explicit_attention_equals_fused_attention_with_masks_and_gradients(dim, heads):
+    """On CUDA every head goes as explicit matrices (the published computation): the same function as
+    SDPA, view mask included, computed here on the CPU."""
+    torch.manual_seed(0)
+    attn = Attention(dim=dim, num_heads=heads)
+    x = torch.randn(6, 4, dim)
+    key_mask = torch.ones(6, 1, 1, 4, dtype=torch.bool)
+    key_mask[::2, ..., 1] = False
+    grad_out = torch.randn(6, 4, dim)
+    results = []
+    for path in (attn._explicit, attn._fused):
+        attn.zero_grad()
+        x_in = x.clone().requires_grad_(True)
+        y, maps = path(x_in, True, key_mask)
+        (y * grad_out).sum().backward()
+        results.append((y.detach(), maps, x_in.grad, [p.grad.clone() for p in attn.qkv.parameters()]))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.all(results[0][1][::2, :, :, 1] == 0)  # masked views get no attention
+
+
+def test_the_path_is_chosen_by_device(monkeypatch):
+    """CPU: narrow heads one by one, wide heads by SDPA; CUDA: explicit matrices; other devices: SDPA."""
+    attn = Attention(dim=32, num_heads=8)
+    called = []
+    for name in ("_head_by_head", "_explicit", "_fused"):
+        monkeypatch.setattr(attn, name, lambda *args, name=name: called.append(name) or (args[0], None))
+    attn(torch.randn(2, 17, 32))
+    monkeypatch.setattr(Attention, "EXPLICIT_DEVICES", ("cpu",))
+    attn(torch.randn(2, 17, 32), key_mask=torch.ones(2, 1, 1, 17, dtype=torch.bool))
+    monkeypatch.setattr(Attention, "EXPLICIT_DEVICES", ())
+    attn(torch.randn(2, 17, 32), key_mask=torch.ones(2, 1, 1, 17, dtype=torch.bool))
+    assert called == ["_head_by_head", "_explicit", "_fused"]
