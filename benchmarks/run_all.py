@@ -4,9 +4,11 @@
 
 In order: data preparation (time and peak memory, ours and the published way), one training step
 of the model against the published model, training throughput by loop (ours and the published
-DataLoader loop), by precision and compilation, and the evaluation of the test split against the
-published evaluate.py run once per protocol. `--quick` runs fewer repeats. Figures measured on the
-project's machines are kept, with their commands, in benchmarks/RESULTS.md.
+DataLoader loop), by precision and compilation, the evaluation of the test split against the
+published evaluate.py run once per protocol, and whole processes of `iivformer train` (fp32 and
+bf16) against the published main.py. `--quick` runs fewer repeats, and the last on the tiny set.
+Figures measured on the project's machines are kept, with their commands, in benchmarks/RESULTS.md;
+on a CUDA machine, `bash benchmarks/gpu.sh` also runs the CUDA tests.
 """
 import subprocess
 import sys
@@ -21,6 +23,7 @@ BENCHMARKS = (
     ("bench_train.py", ["--repeats", "1" if QUICK else "2"]),
     ("bench_precision.py", ["--epochs", "2" if QUICK else "3"]),
     ("bench_evaluate.py", ["--repeats", "1" if QUICK else "2"]),
+    ("bench_end_to_end.py", ["--preset", "tiny" if QUICK else "small", "--ours", "", "--precision bf16"]),
 )
 
 began = time.perf_counter()
