@@ -1,11 +1,13 @@
-"""Training in several processes: torchrun's environment, the process group, the few collectives.
+"""Training in several processes: torchrun's environment, the process group, the few collectives,
+each process's share of the samples.
 
 ``torchrun --nproc_per_node N -m iivformer train ...`` (or ``python -m torch.distributed.run``)
 starts N copies of the command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
 set; :func:`process_group` reads them and joins the group: gloo on CPU, NCCL on CUDA (each process
 its LOCAL_RANK's GPU). Without those variables, or with WORLD_SIZE 1, a run is a plain one and
-nothing here is used. What the processes share and who writes what is described in
-:mod:`iivformer.train`.
+joins no group (the functions taking a `group` take None for it). :func:`shard` and :func:`share`
+say which samples of a batch or a split each process takes; what the processes share and who
+writes what is described in :mod:`iivformer.train`.
 
 Every collective waits at most ``IIVFORMER_DIST_TIMEOUT`` seconds (default 600) for the other
 processes, so that a process that hangs (rather than dies: torchrun ends the others then) makes
@@ -174,6 +176,64 @@ def barrier(device) -> None:
     import torch
 
     all_reduce(torch.zeros(1, device=device))
+
+
+def shard(count: int, group: Group = None) -> range:
+    """The positions, among `count` samples (of a global batch, or of a split), that process
+    `group.rank` takes: a contiguous share, sizes differing by at most one; in a plain run (`group`
+    None), all of them."""
+    if group is None:
+        return range(count)
+    return range(group.rank * count // group.world_size, (group.rank + 1) * count // group.world_size)
+
+
+def share(index, group: Group = None) -> tuple:
+    """(this process's samples of the global batch `index`, the factor of its loss or None). DDP
+    averages the processes' gradients; a share of k of the batch's m samples is weighted k*N/m so
+    that the average is the batch mean. A process left without samples (a last batch smaller than
+    N) takes one with weight 0, so that every process still runs the step. In a plain run (`group`
+    None): (`index`, None)."""
+    if group is None:
+        return index, None
+    positions = shard(len(index), group)
+    taken = len(positions) * group.world_size
+    if taken == len(index):
+        return index[positions.start:positions.stop], None
+    if not positions:
+        return index[:1], 0.0
+    return index[positions.start:positions.stop], taken / len(index)
+
+
+def weighted_mean(values, weights, group: Group = None) -> float:
+    """The mean of the tensor `values` weighted by `weights` over every process's entries (summed in
+    float64), the same number in every process; in a plain run (`group` None), over this one's."""
+    import torch
+
+    if group is None:
+        return float((values * weights).sum() / weights.sum())
+    sums = all_reduce(torch.stack([(values * weights).sum(), weights.sum()]).double())
+    return float(sums[0] / sums[1])
+
+
+def first_bad_batch(losses, group: Group = None) -> int:
+    """The number (from 1) of the first batch whose loss (an entry of the tensor `losses`, one per
+    batch) was not finite, in any process; in a plain run (`group` None), in this one."""
+    import torch
+
+    bad = torch.nonzero(~torch.isfinite(losses))
+    if group is None:
+        return int(bad[0]) + 1
+    first = torch.tensor([int(bad[0]) if len(bad) else len(losses)], dtype=torch.int64, device=losses.device)
+    return int(all_reduce(first, "min")) + 1
+
+
+def sum_of_shards(measure, group: Group, *tensors):
+    """The sum over every process of `measure` (a 0-d tensor) taken on each process's :func:`shard`
+    of `tensors` (split alike along their first axis): the whole's value for a measure that adds
+    up, such as a sum of errors, with each process measuring only its share."""
+    positions = shard(len(tensors[0]), group)
+    total = measure(*(tensor[positions.start:positions.stop] for tensor in tensors))
+    return all_reduce(total.reshape(1)).reshape(())
 
 
 def lost(error: BaseException) -> bool:

@@ -268,21 +268,17 @@ def _train_epoch(run: _Run, inputs, targets, config, epoch, progress):
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, epoch]).generate_state(1)[0]))
     order = torch.randperm(n, generator=generator).to(inputs.device)
     losses = torch.zeros(batches, device=inputs.device)  # per-batch loss, kept on the device
-    weights = torch.full((batches,), float(size), device=inputs.device)
-    weights[-1] = n - size * (batches - 1)
+    share = size if group is None else size // group.world_size  # the samples this process takes of a batch
+    weights = torch.full((batches,), float(share), device=inputs.device)
+    weights[-1] = len(distributed.shard(n - size * (batches - 1), group))  # and of the last one
     if group is not None:
         torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, group.rank]).generate_state(1)[0]))
-        weights.fill_(size // group.world_size)
-        weights[-1] = len(_shard(n - size * (batches - 1), group))  # samples of the last batch this process takes
     autocast = runtime.forward_context(config.precision, inputs.device)
     running = math.nan
     with tqdm(total=batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
               disable=not progress) as bar:
         for b in range(batches):
-            index = order[b * size:(b + 1) * size]
-            scale = None
-            if group is not None:
-                index, scale = _share(index, group)
+            index, scale = distributed.share(order[b * size:(b + 1) * size], group)
             present = _drop_views(len(index), inputs.shape[1], config.view_dropout, inputs.device)
             if config.precision == "fp32":
                 loss = mpjpe(model(inputs[index], present), targets[index])
@@ -295,46 +291,12 @@ def _train_epoch(run: _Run, inputs, targets, config, epoch, progress):
             optimizer.step()
             losses[b] = loss.detach()
             if (b + 1) % CHECK_EVERY == 0 or b + 1 == batches:  # one host sync per CHECK_EVERY batches
-                if group is None:
-                    running = float((losses[:b + 1] * weights[:b + 1]).sum() / weights[:b + 1].sum())
-                else:  # the mean over every process's samples, the same number in every process
-                    sums = torch.stack([(losses[:b + 1] * weights[:b + 1]).sum(), weights[:b + 1].sum()])
-                    sums = distributed.all_reduce(sums.double())
-                    running = float(sums[0] / sums[1])
+                running = distributed.weighted_mean(losses[:b + 1], weights[:b + 1], group)  # over all samples
                 if not math.isfinite(running):
-                    return math.nan, _first_bad(losses[:b + 1], group)
+                    return math.nan, distributed.first_bad_batch(losses[:b + 1], group)
                 bar.set_postfix(mpjpe=f"{running:.2f} mm", refresh=False)
             bar.update(1)
     return running, None
-
-
-def _shard(count: int, group) -> range:
-    """The positions, among `count` samples of a global batch, that process `group.rank` takes:
-    a contiguous share, sizes differing by at most one."""
-    return range(group.rank * count // group.world_size, (group.rank + 1) * count // group.world_size)
-
-
-def _share(index: torch.Tensor, group) -> tuple:
-    """(this process's samples of the global batch `index`, the factor of its loss or None). DDP
-    averages the processes' gradients; a share of k of the batch's m samples is weighted k*N/m so
-    that the average is the batch mean. A process left without samples (a last batch smaller than
-    N) takes one with weight 0, so that every process still runs the step."""
-    positions = _shard(len(index), group)
-    share = len(positions) * group.world_size
-    if share == len(index):
-        return index[positions.start:positions.stop], None
-    if not positions:
-        return index[:1], 0.0
-    return index[positions.start:positions.stop], share / len(index)
-
-
-def _first_bad(losses: torch.Tensor, group) -> int:
-    """The number (from 1) of the first batch whose loss was not finite, in any process."""
-    bad = torch.nonzero(~torch.isfinite(losses))
-    if group is None:
-        return int(bad[0]) + 1
-    first = torch.tensor([int(bad[0]) if len(bad) else len(losses)], dtype=torch.int64, device=losses.device)
-    return int(distributed.all_reduce(first, "min")) + 1
 
 
 def _drop_views(batch: int, views: int, probability: float, device):
@@ -371,10 +333,9 @@ def _evaluate(run: _Run, inputs, targets, batch_size: int) -> float:
     each measures its share and the sums are added up."""
     if run.group is None:
         return evaluate_mpjpe(run.model, inputs, targets, batch_size)
-    positions = _shard(len(inputs), run.group)
-    total = _error_sum(run.model, inputs[positions.start:positions.stop], targets[positions.start:positions.stop],
-                       batch_size)
-    return float(distributed.all_reduce(total.reshape(1)).reshape(())) / (targets.shape[0] * targets.shape[2])
+    total = distributed.sum_of_shards(lambda x, y: _error_sum(run.model, x, y, batch_size), run.group,
+                                      inputs, targets)
+    return float(total) / (targets.shape[0] * targets.shape[2])
 
 
 def _save(run: _Run, config: TrainConfig, prepared, epoch: int, path: Path) -> None:

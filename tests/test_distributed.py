@@ -216,12 +216,12 @@ def test_torchrun_environment_is_read_and_checked(monkeypatch, as_rank):
 def test_the_last_batch_is_shared_so_that_the_mean_is_the_batch_mean():
     group = distributed.Group(1, 4, 1, "gloo", torch.device("cpu"))
     index = torch.arange(10)
-    assert train._share(torch.arange(64), group)[1] is None  # equal shares: the plain per-process mean
-    shares = [train._share(index, dataclasses.replace(group, rank=r)) for r in range(4)]
+    assert distributed.share(torch.arange(64), group)[1] is None  # equal shares: the plain per-process mean
+    shares = [distributed.share(index, dataclasses.replace(group, rank=r)) for r in range(4)]
     assert torch.equal(torch.cat([s[0] for s in shares]), index)
     # DDP averages the 4 processes' (factor x mean of their share): each sample must weigh 1/10
     assert all(factor / 4 / len(samples) == pytest.approx(1 / 10) for samples, factor in shares)
-    few = [train._share(torch.arange(3), dataclasses.replace(group, rank=r)) for r in range(4)]
+    few = [distributed.share(torch.arange(3), dataclasses.replace(group, rank=r)) for r in range(4)]
     assert [len(s[0]) for s in few] == [1, 1, 1, 1]  # rank 0 has none: it takes one, weighted 0
     assert [s[1] for s in few] == [0.0, 4 / 3, 4 / 3, 4 / 3]
 
