@@ -311,30 +311,12 @@ def model_card(checkpoint: dict, model_path, out, format: str, normalization, or
         inputs.append({"name": "view_mask", "shape": ["batch", views], "dtype": "bool",
                        "units": "True for the views present; at least one per sample (not checked: a sample "
                                 "without any view gives NaN)"})
-    if normalization is None:
-        stats = {"known": False, "in_graph": False,
-                 "note": "a plain state dict stores no normalisation: normalise the 2D with the training "
-                         "subjects' statistics, as `iivformer evaluate` recomputes them"}
-    else:
-        stats = {"known": True, "in_graph": in_graph, "source": origin,
-                 "formula": "(pixels - mean) / std, per view, joint and coordinate",
-                 "mean": np.asarray(normalization.mean, np.float32).tolist(),
-                 "std": np.asarray(normalization.std, np.float32).tolist()}
-    versions = {"torch": str(torch.__version__), "iivformer": runtime.versions()["iivformer"]}
-    exporter = {"state_dict": "torch.save of the best state dict (iivformer.checkpoint.export_state_dict)",
-                "torchscript": "torch.jit.trace of the eval-mode model, torch.jit.save",
-                "onnx": "torch.onnx.export, TorchScript-based (dynamo=False)"}[format]
-    if format == "onnx":
-        import onnx
-
-        versions["onnx"] = onnx.__version__
+    stats = _card_normalization(normalization, origin, in_graph)
+    export = _card_export(format, Path(out).name)
     source = Path(model_path)
     return {
         "format": CARD_FORMAT, "version": CARD_VERSION,
-        "export": {"format": format, "file": Path(out).name, "exporter": exporter,
-                   "opset": OPSET if format == "onnx" else None, "versions": versions,
-                   "embedded_card": {"torchscript": f"extra file {EMBEDDED_CARD}.json",
-                                     "onnx": f"metadata property {EMBEDDED_CARD}"}.get(format)},
+        "export": export,
         "source": {"checkpoint": source.name, "sha256": sha256(source),
                    "kind": "iivformer checkpoint" if checkpoint.get("format") == CHECKPOINT_FORMAT
                    else "plain state dict",
@@ -357,6 +339,34 @@ def model_card(checkpoint: dict, model_path, out, format: str, normalization, or
         "check": check,
         "usage": _usage(format, Path(out).name, masked),
     }
+
+
+def _card_normalization(normalization, origin, in_graph: bool) -> dict:
+    """The card's normalisation: the statistics and where they come from, or that they are not known."""
+    if normalization is None:
+        return {"known": False, "in_graph": False,
+                "note": "a plain state dict stores no normalisation: normalise the 2D with the training "
+                        "subjects' statistics, as `iivformer evaluate` recomputes them"}
+    return {"known": True, "in_graph": in_graph, "source": origin,
+            "formula": "(pixels - mean) / std, per view, joint and coordinate",
+            "mean": np.asarray(normalization.mean, np.float32).tolist(),
+            "std": np.asarray(normalization.std, np.float32).tolist()}
+
+
+def _card_export(format: str, name: str) -> dict:
+    """The card's export section: the format, the file `name`, how it was written, with which versions."""
+    versions = {"torch": str(torch.__version__), "iivformer": runtime.versions()["iivformer"]}
+    exporter = {"state_dict": "torch.save of the best state dict (iivformer.checkpoint.export_state_dict)",
+                "torchscript": "torch.jit.trace of the eval-mode model, torch.jit.save",
+                "onnx": "torch.onnx.export, TorchScript-based (dynamo=False)"}[format]
+    if format == "onnx":
+        import onnx
+
+        versions["onnx"] = onnx.__version__
+    return {"format": format, "file": name, "exporter": exporter,
+            "opset": OPSET if format == "onnx" else None, "versions": versions,
+            "embedded_card": {"torchscript": f"extra file {EMBEDDED_CARD}.json",
+                              "onnx": f"metadata property {EMBEDDED_CARD}"}.get(format)}
 
 
 def _usage(format: str, name: str, masked: bool) -> str:
