@@ -287,15 +287,7 @@ def predict_keypoints(model_path, keypoints, rig=None, device="auto", format: st
     ids = model_camera_ids(checkpoint, model_path)
     rig = None if rig is None else rig if isinstance(rig, Rig) else load_rig(rig)
     rig_cams = None if rig is None else _rig_cameras(rig, ids, model_path)
-    source_record = None
-    if isinstance(keypoints, Keypoints):
-        points = keypoints
-    elif isinstance(keypoints, (str, Path)):
-        points = read_keypoints(keypoints, format, min_score)
-        source_record = provenance.file_record(keypoints)
-    else:
-        points = keypoints_from_arrays(keypoints, camera_ids=camera_ids, format=format, min_score=min_score,
-                                       source="keypoints")
+    points, source_record = _read_input(keypoints, format, min_score, camera_ids)
     _check_views(points, ids, model_path)
     view_dropout = bool((checkpoint.get("train_config") or {}).get("view_dropout"))
     present = _present_views(points, view_dropout, model_path)
@@ -304,16 +296,7 @@ def predict_keypoints(model_path, keypoints, rig=None, device="auto", format: st
     normalize_in_place(inputs, normalization)
     inputs[~present] = 0.0  # absent views never reach the model's arithmetic anyway
     device = runtime.resolve_device(device)
-    poses = np.empty((points.frames, skeleton.NUM_JOINTS, 3), dtype=np.float32)
-    patterns, group = np.unique(present, axis=0, return_inverse=True)
-    for index, pattern in enumerate(patterns):  # the same batched forward as evaluation, one mask at a time
-        rows = np.flatnonzero(group.ravel() == index)
-        poses[rows] = predict(model, inputs[rows], device, batch_size, None if pattern.all() else pattern)
-    bad = int(np.count_nonzero(~np.isfinite(poses).all(axis=(1, 2))))
-    if bad:
-        raise IIVFormerError(f"{model_path}: the model's predictions are not finite for {bad} of {len(poses)} frames "
-                             "(weights too large?)")
-
+    poses = _lift(model, inputs, present, device, batch_size, model_path)
     root = root_views = None
     if rig is not None:
         root, root_views = locate_root(points.points, points.missing, rig_cams, poses, present)
@@ -331,3 +314,29 @@ def predict_keypoints(model_path, keypoints, rig=None, device="auto", format: st
     }
     record["checkpoint"]["published"] = provenance.PUBLISHED_CHECKPOINTS.get(record["checkpoint"]["sha256"])
     return Prediction(poses, present, ids, root, root_views, record)
+
+
+def _read_input(keypoints, format: str, min_score: float, camera_ids) -> tuple:
+    """(the :class:`~iivformer.keypoints.Keypoints` of what :func:`predict_keypoints` was given, the
+    provenance record of its file or None)."""
+    if isinstance(keypoints, Keypoints):
+        return keypoints, None
+    if isinstance(keypoints, (str, Path)):
+        return read_keypoints(keypoints, format, min_score), provenance.file_record(keypoints)
+    return keypoints_from_arrays(keypoints, camera_ids=camera_ids, format=format, min_score=min_score,
+                                 source="keypoints"), None
+
+
+def _lift(model, inputs: np.ndarray, present: np.ndarray, device, batch_size: int, model_path) -> np.ndarray:
+    """Root-relative poses (T, 17, 3) of the normalised `inputs` (T, V, 17, 2) with the views `present`
+    (T, V): the same batched forward as evaluation, one view mask at a time; non-finite ones refused."""
+    poses = np.empty((len(inputs), skeleton.NUM_JOINTS, 3), dtype=np.float32)
+    patterns, group = np.unique(present, axis=0, return_inverse=True)
+    for index, pattern in enumerate(patterns):
+        rows = np.flatnonzero(group.ravel() == index)
+        poses[rows] = predict(model, inputs[rows], device, batch_size, None if pattern.all() else pattern)
+    bad = int(np.count_nonzero(~np.isfinite(poses).all(axis=(1, 2))))
+    if bad:
+        raise IIVFormerError(f"{model_path}: the model's predictions are not finite for {bad} of {len(poses)} frames "
+                             "(weights too large?)")
+    return poses
