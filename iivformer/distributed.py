@@ -5,9 +5,10 @@ each process's share of the samples.
 starts N copies of the command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
 set; :func:`process_group` reads them and joins the group: gloo on CPU, NCCL on CUDA (each process
 its LOCAL_RANK's GPU). Without those variables, or with WORLD_SIZE 1, a run is a plain one and
-joins no group (the functions taking a `group` take None for it). :func:`shard` and :func:`share`
-say which samples of a batch or a split each process takes; what the processes share and who
-writes what is described in :mod:`iivformer.train`.
+joins no group (:func:`shard`, :func:`share`, :func:`weighted_mean` and :func:`first_bad_batch`
+take None for its group). :func:`shard` and :func:`share` say which samples of a batch or a split
+each process takes; what the processes share and who writes what is described in
+:mod:`iivformer.train`.
 
 Every collective waits at most ``IIVFORMER_DIST_TIMEOUT`` seconds (default 600) for the other
 processes, so that a process that hangs (rather than dies: torchrun ends the others then) makes
