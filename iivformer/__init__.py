@@ -8,7 +8,8 @@ Each stage of the data flow has a module named for it:
 - :mod:`~iivformer.prepare`: archives -> normalised 2D inputs (N, V, J, 2) and root-relative 3D targets (N, 1, J, 3).
 - :mod:`~iivformer.config`: the published recipe (ModelConfig, TrainConfig) and the profiles that scale it.
 - :mod:`~iivformer.model`: IIVFormer itself, checkpoint-compatible with the published cpn.pth.
-- :mod:`~iivformer.runtime`: device choice, seeding, versions.
+- :mod:`~iivformer.runtime`, :mod:`~iivformer.distributed`: device choice, seeding, versions, precision
+  and compilation; several processes under torchrun (process group, sharding).
 - :mod:`~iivformer.train`, :mod:`~iivformer.logbook`: the training loop and its log.
 - :mod:`~iivformer.checkpoint`: the checkpoint layout, safe loading, resume state, the plain state dict.
 - :mod:`~iivformer.export`: portable exports (state dict, TorchScript, ONNX), each with a model card.
@@ -19,5 +20,6 @@ Each stage of the data flow has a module named for it:
   per-camera forensics.
 - :mod:`~iivformer.tables`, :mod:`~iivformer.viz`: every table (text, Markdown, LaTeX); figures, 3D viewer, explorer.
 - :mod:`~iivformer.files`, :mod:`~iivformer.errors`: atomic writes and output checks; error types and exit statuses.
-- :mod:`~iivformer.cli`, :mod:`~iivformer.workbench`: the `iivformer` command; the notebooks' one-call set-up.
+- :mod:`~iivformer.cli` (its subcommands in :mod:`~iivformer.commands`), :mod:`~iivformer.workbench`: the
+  `iivformer` command; the notebooks' one-call set-up.
 """

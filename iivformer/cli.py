@@ -24,6 +24,7 @@ This module assembles the parser and turns errors into exit statuses; the subcom
 :mod:`~iivformer.commands.flags`.
 """
 import argparse
+import os
 import sys
 
 from iivformer import distributed, provenance
@@ -63,6 +64,9 @@ def main(argv=None) -> int:
         if distributed.rank() == 0:
             print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output's reader went away (`iivformer cite | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
     return 0
 
 

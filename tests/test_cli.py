@@ -52,3 +52,12 @@ def test_check_without_archives_says_what_to_do(tmp_path):
 ])
 def test_bad_flags_get_one_line_errors(tmp_path, flags, fragment):
     assert_one_line_error(run(*flags, cwd=tmp_path), fragment)
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """`iivformer cite | head -0`: the pipe closes before the output is written."""
+    process = subprocess.Popen([sys.executable, "-m", "iivformer", "cite"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and error == ""
