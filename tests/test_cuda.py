@@ -2,6 +2,7 @@
 with NCCL, each against the CPU where they must agree. Skipped where no CUDA device is visible
 (the CI machines); run them on a GPU machine with `pytest tests/test_cuda.py -v -s` (each test
 prints what it measured)."""
+import dataclasses
 import math
 import subprocess
 import sys
@@ -37,8 +38,7 @@ def trained(small, folder: Path, name: str, **changes) -> tuple:
 
 
 def tiny_model(**changes):
-    from dataclasses import replace
-    return replace(config().model, **{**NO_DROP, **changes})
+    return dataclasses.replace(config().model, **{**NO_DROP, **changes})
 
 
 def test_golden_forward_on_cuda():
@@ -108,7 +108,8 @@ def test_bf16_and_compile_train_on_cuda(small, tmp_path):
 
 @pytest.mark.parametrize("format", ["torchscript", "onnx"])
 def test_exports_of_a_cuda_run_match_pytorch(small, tmp_path, format):
-    pytest.importorskip("onnxruntime") if format == "onnx" else None
+    if format == "onnx":
+        pytest.importorskip("onnxruntime")
     _, path, _ = trained(small, tmp_path, "run", device="cuda")
     out = tmp_path / f"model.{'pt' if format == 'torchscript' else 'onnx'}"
     card = export.export_model(path, out, format=format)
