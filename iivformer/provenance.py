@@ -72,6 +72,11 @@ def describe(method: str, checkpoint_path, data_3d, data_2d, subjects, frames: i
     }
 
 
+def _frames_taken(provenance: dict) -> str:
+    every = provenance.get("every", 1)
+    return "all frames" if every == 1 else f"one frame in {every}"
+
+
 def caption(provenance: dict) -> str:
     """One line for a table or figure: method, checkpoint, data, subjects, frames, views, versions, date."""
     if not provenance:
@@ -81,7 +86,8 @@ def caption(provenance: dict) -> str:
     versions = provenance.get("versions", {})
     return (f"{provenance['method']}, {model}, on {'+'.join(provenance['subjects'])} of "
             f"{provenance['data_2d']['name']} ({provenance['data_2d']['sha256'][:12]}): {provenance['frames']} frames, "
-            f"{len(provenance['views'])} views, all frames, 17 joints, root-relative; mean over actions. "
+            f"{len(provenance['views'])} views, {_frames_taken(provenance)}, 17 joints, root-relative; "
+            f"mean over actions. "
             f"iivformer {versions.get('iivformer')}, torch {versions.get('torch')}, {provenance['date'][:10]}")
 
 

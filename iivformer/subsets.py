@@ -31,9 +31,13 @@ def _means(evaluation) -> dict:
     return {protocol: evaluation.per_action(protocol)["mean"] for protocol in ("p1", "p2")}
 
 
-def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS, device="auto") -> dict:
+def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS, device="auto",
+                     every: int = 1) -> dict:
     """The model on every subset of the views it was trained on (it must have been trained with
-    view dropout) and triangulation on every subset of 2 or more, on the frames of `subjects`."""
+    view dropout) and triangulation on every subset of 2 or more, on the frames of `subjects`
+    (with `every` n > 1, on every n-th of them: the first, the n+1-th, ...)."""
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise IIVFormerError(f"every must be a positive integer, not {every!r}")
     checkpoint, model, prepared = load_for_evaluation(model_path, data_3d, data_2d, subjects)
     trained = trained_views(checkpoint)
     if not checkpoint.get("train_config", {}).get("view_dropout"):
@@ -41,6 +45,9 @@ def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
                              "--view_dropout")
     device = runtime.resolve_device(device)
     pixels = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_PIXELS).test
+    if every > 1:
+        chosen = np.arange(0, len(pixels), every)
+        pixels, prepared.test = pixels.subset(chosen), prepared.test.subset(chosen)
     results = {}
     for subset in all_subsets(trained):
         mask = np.array([view in subset for view in trained])
@@ -52,6 +59,9 @@ def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
     record = provenance.describe("IIVFormer on every subset of views", model_path, data_3d, data_2d,
                                  prepared.test_subjects, len(prepared.test), device,
                                  "stored in the checkpoint", trained, prepared.rig)
+    if every > 1:  # one test frame in `every`: the protocol and the caption say so
+        record["every"] = int(every)
+        record["protocol"]["frames"] = f"one in {every} of the chosen subjects' frames, in order from the first"
     return {"subsets": results, "provenance": record}
 
 

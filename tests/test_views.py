@@ -93,6 +93,31 @@ def test_every_subset_of_views_at_once(trained, tiny, tmp_path):
     assert refused.returncode == 1 and "needs a model trained with --view_dropout" in refused.stderr
 
 
+def _action_mean(evaluation, rows) -> float:
+    """The P1 table's mean over actions of `evaluation` restricted to the frames `rows`."""
+    per_frame, actions = evaluation.errors["p1"][rows].mean(axis=1), evaluation.actions[rows]
+    return float(np.mean([per_frame[actions == action].mean() for action in np.unique(actions)]))
+
+
+def test_every_subset_on_one_frame_in_n(trained, tiny):
+    from iivformer import provenance, subsets
+    from iivformer.baselines import evaluate_method
+
+    result = subsets.evaluate_subsets(trained["dropout"], *tiny, device="cpu", every=3)
+    model = evaluate.evaluate_checkpoint(trained["dropout"], *tiny, device="cpu")
+    rows = np.arange(0, len(model), 3)
+    record = result["provenance"]
+    assert record["frames"] == len(rows) < len(model) and record["every"] == 3
+    assert "one frame in 3" in provenance.caption(record) and "one in 3" in record["protocol"]["frames"]
+    assert len(result["subsets"]) == 15
+    everything = result["subsets"]["0,1,2,3"]
+    assert everything["model"]["p1"] == pytest.approx(_action_mean(model, rows), abs=1e-4)
+    triangulated = evaluate_method("triangulation", *tiny)
+    assert everything["triangulation"]["p1"] == pytest.approx(_action_mean(triangulated, rows), abs=1e-4)
+    with pytest.raises(IIVFormerError, match="every must be a positive integer, not 0"):
+        subsets.evaluate_subsets(trained["dropout"], *tiny, every=0)
+
+
 def test_adding_a_view_is_counted_against_the_smaller_subset():
     from iivformer.subsets import added_view_hurts
 
