@@ -5,12 +5,13 @@ Poses are (J, 3) root-relative millimetres in the world frame (z up). In every s
 trace 0 is the ground truth, traces 1..len(BONES) the predicted bones (one trace per bone, coloured
 by the error of the joint it ends in) and the last trace the predicted joints with the colour bar.
 """
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from plotly.colors import sample_colorscale
+from plotly.colors import get_colorscale, sample_colorscale
 from plotly.subplots import make_subplots
 
 from iivformer import cameras, skeleton
@@ -22,9 +23,21 @@ TRUTH_COLOUR = "rgba(120, 120, 120, 0.75)"
 AXIS_TITLES = {"xaxis_title": "x (mm)", "yaxis_title": "y (mm)", "zaxis_title": "z (mm)"}
 
 
+def error_colours(errors_mm, cmax: float) -> list:
+    """The colours of errors on the skeleton colour scale (0 .. cmax mm), in one call: plotly looks a
+    scale up by name and checks it on every call (an animated recording made ~4000 calls)."""
+    points = np.clip(np.asarray(errors_mm, dtype=float).reshape(-1) / max(cmax, 1e-9), 0, 1)
+    return sample_colorscale(_error_scale(), [float(point) for point in points])
+
+
 def error_colour(error_mm: float, cmax: float) -> str:
-    """The colour of an error on the skeleton colour scale (0 .. cmax mm)."""
-    return sample_colorscale(ERROR_COLORSCALE, [float(np.clip(error_mm / max(cmax, 1e-9), 0, 1))])[0]
+    """The colour of one error on the skeleton colour scale (0 .. cmax mm)."""
+    return error_colours([error_mm], cmax)[0]
+
+
+@cache
+def _error_scale() -> list:
+    return get_colorscale(ERROR_COLORSCALE)
 
 
 def _lines(pose) -> tuple:
@@ -41,10 +54,10 @@ def skeleton_traces(prediction, target, errors, cmax) -> list:
     prediction, target, errors = np.asarray(prediction), np.asarray(target), np.asarray(errors)
     x, y, z = _lines(target)
     traces = [dict(x=x, y=y, z=z)]
-    for child, parent in skeleton.BONES:
+    colours = error_colours([errors[child] for child, _ in skeleton.BONES], cmax)
+    for (child, parent), colour in zip(skeleton.BONES, colours):
         bone = prediction[[parent, child]]
-        traces.append(dict(x=bone[:, 0], y=bone[:, 1], z=bone[:, 2],
-                           line=dict(color=error_colour(errors[child], cmax), width=7)))
+        traces.append(dict(x=bone[:, 0], y=bone[:, 1], z=bone[:, 2], line=dict(color=colour, width=7)))
     traces.append(dict(x=prediction[:, 0], y=prediction[:, 1], z=prediction[:, 2],
                        marker=dict(color=errors, cmin=0, cmax=cmax, colorscale=ERROR_COLORSCALE, size=4,
                                    colorbar=dict(title=dict(text="joint error (mm)"))),
@@ -113,10 +126,10 @@ def sequence_figure(evaluation, subject, recording, frames=None, step=1, protoco
         views = list(range(pixels.shape[1])) if views is None else list(views)
         fig = _beside_views(fig, pixels[first], views, subject, evaluation.rig)
 
-    def frame_data(sample):
-        data = [go.Scatter3d(**t) for t in skeleton_traces(evaluation.predictions[sample], evaluation.targets[sample],
-                                                           errors[sample], cmax)]
-        return data + ([go.Scatter(**t) for t in _view_traces(pixels[sample])] if pixels is not None else [])
+    def frame_data(sample):  # dicts: go.Frame checks them once (trace objects made here were checked twice)
+        data = [dict(type="scatter3d", **t) for t in skeleton_traces(
+            evaluation.predictions[sample], evaluation.targets[sample], errors[sample], cmax)]
+        return data + ([dict(type="scatter", **t) for t in _view_traces(pixels[sample])] if pixels is not None else [])
 
     fig.frames = [go.Frame(name=str(int(evaluation.frame_index[s])), layout=dict(title=dict(text=title(i))),
                            data=frame_data(s)) for i, s in enumerate(samples)]
