@@ -33,6 +33,21 @@ def _failed_cell(notebook) -> str:
     return "a cell"
 
 
+def _quiet_output_widget():
+    """nbclient's stand-in for an ipywidgets Output widget, minus sending its state back to the
+    kernel: that send goes out on the shell socket while nbclient waits on the same socket for the
+    cell's reply, and now and then the reply is never seen: the run hangs with the kernel idle
+    (jupyter/nbclient#312; here notebook 04's explorer, after a cell that redraws its Output
+    widgets). The executed copy still records the widget's outputs."""
+    from nbclient.output_widget import OutputWidget
+
+    class QuietOutputWidget(OutputWidget):
+        def send(self, data=None, metadata=None, buffers=None):
+            pass
+
+    return QuietOutputWidget
+
+
 def run_one(path: Path, out_dir: Path, timeout) -> tuple:
     """Execute one notebook on a fresh kernel and write the executed copy.
     Returns (reason it failed or "", whether a cell timed out)."""
@@ -44,6 +59,7 @@ def run_one(path: Path, out_dir: Path, timeout) -> tuple:
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}},
                             extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no kernel start-up chatter
+    client.widget_registry = {"@jupyter-widgets/output": {"OutputModel": _quiet_output_widget()}}
     failure, timed_out = "", False
     try:
         client.execute()
