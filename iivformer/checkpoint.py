@@ -291,15 +291,13 @@ def load_for_resume(path, config, normalization) -> dict:
     # precision and compile are not compared (nor needed: older checkpoints lack them): they change how
     # fast the recipe runs, not what it learns; the log notes a change (iivformer.train)
     differ = [f"{key} {_shown(before.get(key))} in the checkpoint, {now[key]} now"
-              for key in ("batch_size", "lr", "seed", "select_on", "views", "view_dropout")
+              for key in ("batch_size", "lr", "seed", "select_on", "views", "view_dropout", "init_from")
               if not _equal(before.get(key, TRAIN_DEFAULTS[key]), now[key])]
     differ += [f"{key} {saved['model_config'].get(key)} in the checkpoint, {value} now"
                for key, value in now["model"].items() if saved["model_config"].get(key) != value]
     if config.epochs < done:
         differ.append(f"epochs {config.epochs} now, but the checkpoint has completed {done}")
-    stored = saved["normalization"]
-    if not (np.array_equal(np.asarray(stored["mean"], np.float32), normalization.mean)
-            and np.array_equal(np.asarray(stored["std"], np.float32), normalization.std)):
+    if not _same_normalization(saved["normalization"], normalization):
         differ.append("the training data's normalisation differs (other archives or training subjects)")
     if differ:
         raise IIVFormerError(f"cannot resume from {path}: {'; '.join(differ)}")
@@ -308,8 +306,34 @@ def load_for_resume(path, config, normalization) -> dict:
     return saved
 
 
+def load_initial_weights(path, config, normalization) -> dict:
+    """The best weights of the checkpoint at `path` (``TrainConfig.init_from``), to start a run with
+    `config` on data normalised by `normalization`; else one IIVFormerError line naming every
+    difference (model settings, cameras, normalisation). A plain state dict (the published cpn.pth)
+    carries no normalisation and is taken as made for these archives, as evaluation takes it."""
+    path = Path(path)
+    if not path.exists():
+        raise IIVFormerError(f"cannot start from {path}: not found")
+    saved = load_checkpoint(path)
+    differ = [f"{key} {saved['model_config'].get(key)} there, {value} in this run"
+              for key, value in config.model.to_dict().items() if saved["model_config"].get(key) != value]
+    views = list(config.views or range(config.model.num_view))
+    if saved.get("views") is not None and not _equal(saved["views"], views):
+        differ.append(f"cameras {_shown(saved['views'])} there, {views} in this run")
+    if isinstance(saved.get("normalization"), dict) and not _same_normalization(saved["normalization"], normalization):
+        differ.append("its training data's normalisation differs from this run's (other archives or training subjects)")
+    if differ:
+        raise IIVFormerError(f"cannot start from {path}: {'; '.join(differ)}")
+    return saved["best_state_dict"]
+
+
+def _same_normalization(stored: dict, normalization) -> bool:
+    return (np.array_equal(np.asarray(stored["mean"], np.float32), normalization.mean)
+            and np.array_equal(np.asarray(stored["std"], np.float32), normalization.std))
+
+
 def _shown(value) -> str:
-    return str(value) if isinstance(value, (str, int, float)) and len(str(value)) <= 60 else short(value)
+    return str(value) if isinstance(value, (str, int, float)) and len(str(value)) <= 240 else short(value)
 
 
 def _equal(stored, now) -> bool:

@@ -27,7 +27,7 @@ import argparse
 import os
 import sys
 
-from iivformer import distributed, provenance
+from iivformer import distributed, provenance, runtime
 from iivformer.commands import data, flags, models
 from iivformer.errors import IIVFormerError, printable
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    runtime.start_workers_flushing_denormals()  # before any parallel work (runtime explains)
     args = build_parser().parse_args(argv)
     try:
         flags.apply_limits(args)

@@ -11,6 +11,7 @@ and nowhere else. A :class:`Profile` is a synthetic dataset preset plus override
 notebooks alike: the published defaults, then a profile's overrides, then the caller's.
 """
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
@@ -122,6 +123,7 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
     views: tuple = None  # camera indices the model sees, in order; None: every camera of the archives
     view_dropout: float = 0.0  # per-view probability of leaving a view out of a training sample (one always stays)
+    init_from: str = None  # a checkpoint whose best weights start the run (fine-tuning); None: fresh seeded weights
     # How fast, not what: neither is compared on resume (see iivformer.train).
     precision: str = "fp32"  # "bf16": the forward pass and loss under bfloat16 autocast; weights, optimiser fp32
     compile: bool = False  # torch.compile the model for the training steps (eager, with a warning, if unavailable)
@@ -160,6 +162,10 @@ class TrainConfig:
         if not _is_number(self.view_dropout) or not 0 <= self.view_dropout < 1:
             raise IIVFormerError(f"view_dropout must be a probability in [0, 1), not {short(self.view_dropout)}")
         self.view_dropout = float(self.view_dropout)
+        if isinstance(self.init_from, os.PathLike):
+            self.init_from = os.fspath(self.init_from)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise IIVFormerError(f"init_from must be the path of a checkpoint, not {short(self.init_from)}")
         if self.precision not in PRECISIONS:
             raise IIVFormerError(f"precision must be {' or '.join(map(repr, PRECISIONS))}, not {short(self.precision)}")
         if not isinstance(self.compile, (bool, np.bool_)):
@@ -200,8 +206,8 @@ class Profile:
 PROFILES = {
     "ci": Profile("ci", "tiny", train=dict(epochs=2, batch_size=64, lr=0.004),
                   model=dict(embed_dim_ratio=8, depth=2, num_heads=2), use_real_data=False),
-    "default": Profile("default", "small", train=dict(epochs=5, batch_size=128, lr=0.002),
-                       model=dict(embed_dim_ratio=16, depth=2, num_heads=4)),
+    "default": Profile("default", "small", train=dict(epochs=5, batch_size=64, lr=0.002),
+                       model=dict(embed_dim_ratio=16, depth=1, num_heads=4)),
     "paper": Profile("paper", "full"),  # the published recipe unchanged
 }
 _MODEL_FIELDS = {f.name for f in fields(ModelConfig)}

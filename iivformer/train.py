@@ -9,6 +9,9 @@ permutation seeded with (seed, epoch); losses stay on the device and are read ev
 ``CHECK_EVERY`` batches (progress bar, divergence check). After every epoch the whole state is
 written atomically to one checkpoint (:mod:`iivformer.checkpoint`), so an interrupted run
 resumes exactly where it stopped: on CPU, bit-identical to an uninterrupted run.
+``init_from`` (``--init_from``) starts a run from the best weights of a finished checkpoint
+instead of fresh ones (fine-tuning, e.g. with view dropout): same model settings, cameras and
+normalisation, a fresh optimiser; its path is kept in the checkpoint's train_config.
 
 Speed options (``TrainConfig.precision`` and ``.compile``; ``--precision``, ``--compile``):
 
@@ -93,25 +96,29 @@ def train(config: TrainConfig, prepared, checkpoint_path="cpn.pth", log_path="cp
 
     Started by torchrun (several processes), every process calls this with the same arguments;
     see the module docstring for what they share. Only rank 0 writes, shows progress and calls
-    the callbacks; every process returns the same history."""
+    the callbacks; every process returns the same history. Denormal floats count as zero while
+    it trains (runtime.denormals_flushed)."""
     config.validate()
+    runtime.start_workers_flushing_denormals()
     ranks = distributed.environment()
     if ranks is not None and config.batch_size % ranks[1]:
         raise IIVFormerError(f"batch_size {config.batch_size} is the global batch and must be divisible by the "
                              f"{ranks[1]} processes (each takes batch_size / {ranks[1]} samples of every batch)")
     device = runtime.resolve_device(config.device) if ranks is None else None
     splits = _check_data(config, prepared)
+    initial = checkpoints.load_initial_weights(config.init_from, config, prepared.normalization) \
+        if config.init_from and not resume else None
     checkpoint_path, log_path = check_output_paths(checkpoint_path, log_path)
     with distributed.process_group(config.device) as group:
         device = group.device if group is not None else device
         runtime.forward_context(config.precision, device)  # bf16 where the device lacks it: one line before any work
         main = group is None or group.main
         lock = exclusive_lock(checkpoint_path, "checkpoint") if main else nullcontext()
-        with lock, runtime.terminate_as_interrupt():
+        with lock, runtime.terminate_as_interrupt(), runtime.denormals_flushed():
             saved = checkpoints.load_for_resume(checkpoint_path, config, prepared.normalization) if resume else None
             data = {name: (_to_device(s.inputs, device), _to_device(s.targets, device)) for name, s in splits.items()}
             try:
-                run = _start(config, device, saved, group)
+                run = _start(config, device, saved, group, initial)
             except Exception as error:  # noqa: BLE001 - DDP's first broadcast can meet a dead process
                 if group is None or not distributed.lost(error):
                     raise
@@ -208,11 +215,14 @@ def _failure(error: Exception, config, run, epoch: int, path: Path):
     return None
 
 
-def _start(config: TrainConfig, device, saved, group=None) -> _Run:
-    """A fresh seeded model and optimiser, or the state of a saved run to continue; `forward` is
-    what the training steps call (the model, under DDP and/or torch.compile when asked)."""
+def _start(config: TrainConfig, device, saved, group=None, initial=None) -> _Run:
+    """A fresh seeded model (with the `initial` weights, if given) and optimiser, or the state of a
+    saved run to continue; `forward` is what the training steps call (the model, under DDP and/or
+    torch.compile when asked)."""
     runtime.seed_everything(config.seed)
     model = IIVFormer(config.model).to(device)
+    if initial is not None:
+        model.load_state_dict(initial)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     if saved is None:
         run = _Run(model, optimizer, [], (0, math.inf, None), 0)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from iivformer import config, prepare
+from iivformer import config, prepare, runtime
 from iivformer.archives import SYNTHETIC_FOLDER, find_archives, load_archives
 from iivformer.errors import IIVFormerError
 from iivformer.files import sha256
 from iivformer.evaluate import Evaluation, evaluate_loaded, load_for_evaluation
 
 PROFILE_VARIABLE = "IIVFORMER_PROFILE"
+runtime.start_workers_flushing_denormals()  # a notebook imports this before its first parallel work
 
 
 def repository_root() -> Path:

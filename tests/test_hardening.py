@@ -82,6 +82,23 @@ def test_bad_data_leaves_no_outputs_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data_2d_h36m_test.npz", "data_3d_h36m.npz"]
 
 
+def test_init_from_fine_tunes_a_trained_model_from_the_command_line(two_runs, tiny, tmp_path):
+    source = two_runs[0] / "model.pth"
+    common = ["--data_3d", tiny[0], "--data_2d", tiny[1], "--epochs", 1, "--batch_size", 512, "--seed", 7,
+              "--device", "cpu", "--lr", "1e-12", *SMALL_MODEL]
+    tuned = run("train", *common, "--init_from", source, "--view_dropout", "0.25", "--model_path",
+                tmp_path / "tuned.pth", "--log", tmp_path / "tuned.log")
+    assert tuned.returncode == 0, tuned.stderr
+    saved, started = load_checkpoint(tmp_path / "tuned.pth"), load_checkpoint(source)
+    assert saved["train_config"]["init_from"] == str(source) and saved["train_config"]["view_dropout"] == 0.25
+    assert saved["history"][0]["test_mpjpe"] == pytest.approx(started["best_metric"], abs=1e-3)  # lr 1e-12: unmoved
+    other = run("train", *common[:-6], "--embed_dim_ratio", "16", "--depth", "1", "--num_heads", "2",
+                "--init_from", source, "--model_path", tmp_path / "other.pth", "--log", tmp_path / "other.log")
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert other.stderr.strip() == f"error: cannot start from {source}: embed_dim_ratio 8 there, 16 in this run"
+    assert not (tmp_path / "other.pth").exists()
+
+
 def test_output_folder_is_checked_before_training(tiny, tmp_path):
     completed = run("train", "--data_3d", tiny[0], "--data_2d", tiny[1], "--model_path", tmp_path / "no" / "m.pth")
     assert completed.returncode != 0 and "does not exist" in completed.stderr

@@ -141,6 +141,82 @@ def test_resume_refuses_a_changed_recipe(small, tmp_path):
     assert path.read_bytes() == before
 
 
+def test_init_from_starts_from_the_best_weights_of_a_checkpoint(small, reference, tmp_path):
+    source = tmp_path / "source.pth"
+    torch.save(reference[1], source)
+    # a learning rate too small to move the weights: the first epoch measures the starting weights
+    history = train.train(config(epochs=1, lr=1e-12, init_from=source), small, tmp_path / "tuned.pth",
+                          tmp_path / "tuned.log", progress=False)
+    assert history[0]["test_mpjpe"] == pytest.approx(reference[1]["best_metric"], abs=1e-3)
+    fresh = train.train(config(epochs=1, lr=1e-12), small, tmp_path / "fresh.pth", tmp_path / "fresh.log",
+                        progress=False)
+    assert fresh[0]["test_mpjpe"] > history[0]["test_mpjpe"] + 1  # fresh weights are worse (729 vs 722 mm)
+    saved = ck.load_checkpoint(tmp_path / "tuned.pth")
+    assert saved["train_config"]["init_from"] == str(source)
+    assert saved["last"]["optimizer"]["state"][0]["step"] == len(small.train) / 64  # a fresh optimiser
+
+
+def test_init_from_refuses_another_model_or_normalisation(small, reference, tmp_path):
+    source = tmp_path / "source.pth"
+    torch.save(reference[1], source)
+    out = tmp_path / "run.pth"
+    with pytest.raises(IIVFormerError, match=re.escape(f"cannot start from {source}: depth 2 there, 3 in this run")):
+        train.train(config(model=dataclasses.replace(TINY, depth=3), init_from=source), small, out,
+                    tmp_path / "run.log", progress=False)
+    other = dataclasses.replace(small, normalization=prepare.Normalization(small.normalization.mean + 1,
+                                                                          small.normalization.std))
+    with pytest.raises(IIVFormerError, match="normalisation differs from this run's") as info:
+        train.train(config(init_from=source), other, out, tmp_path / "run.log", progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(IIVFormerError, match=f"cannot start from .*missing.pth: not found"):
+        train.train(config(init_from=tmp_path / "missing.pth"), small, out, tmp_path / "run.log", progress=False)
+    assert not out.exists()
+    train.train(config(epochs=1, init_from=source), small, out, tmp_path / "run.log", progress=False)
+    with pytest.raises(IIVFormerError, match=re.escape(f"init_from {source} in the checkpoint, None now")):
+        train.train(config(epochs=2), small, out, tmp_path / "run.log", resume=True, progress=False)
+    resumed = train.train(config(epochs=2, init_from=source), small, out, tmp_path / "run.log", resume=True,
+                          progress=False)
+    assert [r["epoch"] for r in resumed] == [1, 2]
+
+
+def test_training_flushes_denormals_and_restores_ieee_afterwards(small, tmp_path):
+    tiny = torch.tensor([1e-39])  # a float32 denormal
+    seen = []
+    train.train(config(epochs=1), small, tmp_path / "run.pth", tmp_path / "run.log",
+                callbacks=[lambda record: seen.append(float((tiny * 1.0)[0]))], progress=False)
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    assert seen == [0.0]  # while training
+    assert float((tiny * 1.0)[0]) > 0  # and IEEE again after it
+
+
+DENORMALS_IN_THREADS = textwrap.dedent("""
+    import sys, torch
+    from iivformer import runtime
+    torch.set_num_threads(2)
+    if sys.argv[1] == "workers":
+        runtime.start_workers_flushing_denormals()
+    big = torch.full((1 << 20,), 1e-39)  # denormals, split between this thread and a worker
+    def zeros():
+        return round(float(((big * 1.0) == 0).float().mean()), 2)
+    with runtime.denormals_flushed():
+        inside = zeros()
+    print(zeros(), inside)
+""")
+
+
+@pytest.mark.parametrize("start, expected", [("workers", "0.5 1.0"), ("plain", "0.0 0.5")])
+def test_workers_started_by_the_workbench_flush_denormals(start, expected):
+    """Each thread has its own mode: torch's workers keep the one they were started with, this
+    thread is IEEE outside training; without the early start, the workers never flush."""
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    done = subprocess.run([sys.executable, "-c", DENORMALS_IN_THREADS, start], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == expected.split()
+
+
 def test_callbacks_get_one_record_per_epoch(small, tmp_path):
     records = []
     history = train.train(config(epochs=2), small, tmp_path / "run.pth", tmp_path / "run.log",
@@ -271,6 +347,8 @@ def test_ctrl_c_in_a_callback_after_the_save(small, tmp_path):
     (dict(eval_batch_size=0), "eval_batch_size must be positive"),
     (dict(seed=-1), "seed must be non-negative"),
     (dict(select_on="train"), "select_on must be 'test' or 'val'"),
+    (dict(init_from=3), "init_from must be the path of a checkpoint, not 3"),
+    (dict(init_from=""), "init_from must be the path of a checkpoint"),
 ])
 def test_bad_config_values_are_one_line_errors(changes, expected):
     with pytest.raises(IIVFormerError, match=re.escape(expected)) as info:

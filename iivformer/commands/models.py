@@ -12,7 +12,7 @@ from iivformer.errors import IIVFormerError, printable
 from iivformer.files import check_distinct, check_writable, write_json
 
 _TRAIN_SETTINGS = ("batch_size", "epochs", "lr", "seed", "device", "embed_dim_ratio", "depth", "num_heads",
-                   "view_dropout", "precision", "compile")
+                   "view_dropout", "init_from", "precision", "compile")
 
 
 def cmd_train(args):
@@ -70,6 +70,9 @@ def _add_train_command(commands):
     fit.add_argument("--view_dropout", type=flags.non_negative_float,
                      help="probability of leaving each view out of a training sample, so that the model "
                           "accepts any subset of its views (default: 0)")
+    fit.add_argument("--init_from", metavar="CKPT",
+                     help="start from this checkpoint's best weights (fine-tuning: same model settings and "
+                          "normalisation); default: fresh seeded weights")
     fit.add_argument("--precision", choices=["fp32", "bf16"],
                      help="arithmetic of the training forward pass: fp32 (default) or bf16 autocast (weights, "
                           "optimiser and evaluation stay fp32)")
