@@ -4,7 +4,8 @@
   folder exists and is writable, and it is absent or a regular file. Device nodes (``/dev/null``),
   FIFOs, sockets and folders are refused. A symbolic link is followed: the file it points to is
   what gets written (and must itself be absent or a regular file).
-- :func:`check_distinct` refuses an output that is one of the inputs or another output.
+- :func:`check_distinct` refuses an output that is one of the inputs or another output;
+  :func:`check_output_paths` checks a training run's checkpoint and log both ways.
 - :func:`atomic_write` writes to a temporary file beside the target, flushes it to disk and renames
   it over the target: a run killed at any moment leaves the old file or the new one, never a
   half-written one; temporary files that a killed run left behind are removed by the next write.
@@ -44,6 +45,15 @@ def check_writable(path, what: str = "output") -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise IIVFormerError(f"{what} {path}: the folder {folder} is not writable")
     return target
+
+
+def check_output_paths(checkpoint_path, log_path, inputs: dict = None) -> tuple:
+    """A training run's (checkpoint, log) as paths if both can be written, differ, and are none of
+    the `inputs` ({name: path}); one IIVFormerError line otherwise. Run before any data is loaded."""
+    check_writable(checkpoint_path, "checkpoint")
+    check_writable(log_path, "log")
+    check_distinct({"checkpoint": checkpoint_path, "log": log_path}, inputs)
+    return Path(checkpoint_path), Path(log_path)
 
 
 def check_distinct(outputs: dict, inputs: dict = None) -> None:

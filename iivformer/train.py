@@ -66,7 +66,7 @@ from iivformer import checkpoint as checkpoints
 from iivformer import distributed, runtime
 from iivformer.config import TrainConfig
 from iivformer.errors import IIVFormerError, TrainingInterrupted, one_line
-from iivformer.files import check_distinct, check_writable, exclusive_lock
+from iivformer.files import check_output_paths, exclusive_lock  # noqa: F401 - check_output_paths: part of this module's interface
 from iivformer.logbook import TrainingLog
 from iivformer.metrics import mpjpe  # the training loss (MPJPE, mm)
 from iivformer.model import IIVFormer
@@ -356,15 +356,6 @@ def _save(run: _Run, config: TrainConfig, prepared, epoch: int, path: Path) -> N
     except IIVFormerError as error:  # a write that failed (a full disk): the previous file is unchanged
         raise IIVFormerError(f"after epoch {epoch}: {error}") from None
     run.saved_epoch = epoch
-
-
-def check_output_paths(checkpoint_path, log_path, inputs: dict = None) -> tuple:
-    """(checkpoint, log) as paths if both can be written, differ, and are none of the `inputs`
-    ({name: path}); one IIVFormerError line otherwise. Run before any data is loaded."""
-    check_writable(checkpoint_path, "checkpoint")
-    check_writable(log_path, "log")
-    check_distinct({"checkpoint": checkpoint_path, "log": log_path}, inputs)
-    return Path(checkpoint_path), Path(log_path)
 
 
 def _to_device(array, device) -> torch.Tensor:
