@@ -70,10 +70,9 @@ def start_workers_flushing_denormals() -> bool:
     thousand of them in a training step, and each multiply touching one takes the processor's slow
     path (the default profile's CPU training took about 1.5x as long; benchmarks/RESULTS.md).
     Whether a thread flushes them to zero is that thread's own mode, copied into the threads it
-    creates: so the mode is set
-    here just while a first parallel operation makes torch start its workers, then this thread is
-    IEEE again. The workers only ever run torch's work; :func:`denormals_flushed` turns the mode on
-    for this thread too while training. Called first thing by the command line, the workbench
+    creates: so the mode is set here just while a first parallel operation makes torch start its
+    workers, then this thread is IEEE again. The workers only ever run torch's work;
+    :func:`denormals_flushed` turns the mode on for this thread too while training. Called first thing by the command line, the workbench
     (every notebook) and training. Returns whether this CPU can flush them (x86 with SSE3, ARM)."""
     if not torch.set_flush_denormal(True):
         return False
