@@ -46,8 +46,7 @@ def evaluate_subsets(model_path, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
     device = runtime.resolve_device(device)
     pixels = prepare(data_3d, data_2d, train_subjects=(), test_subjects=subjects, normalization=_PIXELS).test
     if every > 1:
-        chosen = np.arange(0, len(pixels), every)
-        pixels, prepared.test = pixels.subset(chosen), prepared.test.subset(chosen)
+        pixels, prepared.test = pixels.every(every), prepared.test.every(every)
     results = {}
     for subset in all_subsets(trained):
         mask = np.array([view in subset for view in trained])

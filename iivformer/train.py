@@ -66,7 +66,7 @@ from iivformer import checkpoint as checkpoints
 from iivformer import distributed, runtime
 from iivformer.config import TrainConfig
 from iivformer.errors import IIVFormerError, TrainingInterrupted, one_line
-from iivformer.files import check_output_paths, exclusive_lock  # noqa: F401 - check_output_paths: part of this module's interface
+from iivformer.files import check_output_paths, exclusive_lock
 from iivformer.logbook import TrainingLog
 from iivformer.metrics import mpjpe  # the training loss (MPJPE, mm)
 from iivformer.model import IIVFormer
