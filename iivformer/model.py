@@ -95,6 +95,20 @@ def _fp32(tensor):
         yield lambda t: t
 
 
+@contextmanager
+def _outside_autocast(device_type: str):
+    """Inside: autocast off and a function that turns a tensor into float32, where autocast is on for
+    `device_type`; else nothing changes (float32 runs exactly as without it). The model's first and
+    last layers run this way under bf16: bfloat16 keeps 8 significant bits, so a normalised 2D input
+    would be rounded to 1/256 of its size and a 3D output of 500-1000 mm to 4 mm steps; both
+    layers are tiny (2 -> C and J*C -> J*3 per token) beside the blocks between them."""
+    if torch.is_autocast_enabled(device_type):
+        with torch.autocast(device_type, enabled=False):
+            yield lambda t: t.float()
+    else:
+        yield lambda t: t
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over the N tokens of (B, N, dim).
 
@@ -256,7 +270,8 @@ class IIVFormer(nn.Module):
             x = torch.where(present[:, :, None, None], x, 0.0)
 
         # Intra-view: attention over the J joints of each view, views folded into the batch.
-        x = self.Intra_patch_to_embedding(x.reshape(B * V, J, -1))  # (B*V, J, C)
+        with _outside_autocast(x.device.type) as cast:
+            x = self.Intra_patch_to_embedding(cast(x.reshape(B * V, J, -1)))  # (B*V, J, C)
         x = self.pos_drop(x + self.Intra_pos_embed)
         for block in self.Intra_blocks:
             x, attn = block(x, return_attention)
@@ -274,11 +289,13 @@ class IIVFormer(nn.Module):
                 inter_maps.append(attn)  # (B, heads, V, V)
         x = self.Inter_norm(x)
 
-        if present is None:
-            x = self._weighted_view_sum(x, self.weighted_mean.weight.reshape(1, V))  # (B, 1, J*C)
-        else:
-            x = self._mean_of_present_views(x, present)
-        x = self.head(x).reshape(B, 1, J, 3)
+        with _outside_autocast(x.device.type) as cast:  # the view mean and the head: float32 (above)
+            x = cast(x)
+            if present is None:
+                x = self._weighted_view_sum(x, self.weighted_mean.weight.reshape(1, V))  # (B, 1, J*C)
+            else:
+                x = self._mean_of_present_views(x, present)
+            x = self.head(x).reshape(B, 1, J, 3)
         return x, {"intra": intra_maps, "inter": inter_maps}
 
     def _weighted_view_sum(self, tokens, weights):
