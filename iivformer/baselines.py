@@ -12,6 +12,7 @@ Both return poses (N, J, 3) in millimetres, root-relative, in the world frame, l
 import numpy as np
 
 from iivformer import cameras, skeleton
+from iivformer.archives import Archives, load_archives
 from iivformer.errors import IIVFormerError
 from iivformer.prepare import Normalization, Split, prepare
 
@@ -66,7 +67,8 @@ _IDENTITY = Normalization(np.zeros((1, 1, 2), np.float32), np.ones((1, 1, 2), np
 def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS,
                     train_subjects=skeleton.TRAIN_SUBJECTS, views=None):
     """The Evaluation, with its provenance, of a reference method ("triangulation" from the raw 2D of
-    `views`, or "mean-pose", the mean of `train_subjects`) on the frames of `subjects`."""
+    `views`, or "mean-pose", the mean of `train_subjects`) on the frames of `subjects`. `data_3d`,
+    `data_2d`: the archives' paths, or `data_3d` the :class:`Archives` already loaded (as in `prepare`)."""
     from iivformer import provenance
     from iivformer.evaluate import evaluate_predictions
 
@@ -81,12 +83,17 @@ def evaluate_method(method: str, data_3d, data_2d, subjects=skeleton.TEST_SUBJEC
     else:
         raise IIVFormerError(f"unknown method {method!r}: choose one of {', '.join(METHODS)}")
     evaluation = evaluate_predictions(predictions, prepared.test)
+    if isinstance(data_3d, Archives):
+        data_3d, data_2d = data_3d.path_3d, data_3d.path_2d
     evaluation.provenance = provenance.describe(method, None, data_3d, data_2d, prepared.test_subjects,
                                                 len(evaluation), None, normalization, views, prepared.rig)
     return evaluation
 
 
-def evaluate_baselines(data_3d, data_2d, subjects=skeleton.TEST_SUBJECTS, views=None) -> dict:
-    """{"triangulation": Evaluation, "mean pose": Evaluation} on the frames of `subjects`."""
-    return {"triangulation": evaluate_method("triangulation", data_3d, data_2d, subjects, views=views),
-            "mean pose": evaluate_method("mean-pose", data_3d, data_2d, subjects)}
+def evaluate_baselines(data_3d, data_2d=None, subjects=skeleton.TEST_SUBJECTS, views=None) -> dict:
+    """{"triangulation": Evaluation, "mean pose": Evaluation} on the frames of `subjects`; the
+    archives (paths, or `data_3d` an :class:`Archives`) are read once for both."""
+    if not isinstance(data_3d, Archives):
+        data_3d = load_archives(data_3d, data_2d, list(dict.fromkeys([*skeleton.TRAIN_SUBJECTS, *subjects])))
+    return {"triangulation": evaluate_method("triangulation", data_3d, None, subjects, views=views),
+            "mean pose": evaluate_method("mean-pose", data_3d, None, subjects)}

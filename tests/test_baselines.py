@@ -83,6 +83,25 @@ def test_mean_pose_repeats_the_training_mean(exact):
     assert np.all(predictions == predictions[:1])
 
 
+def test_baselines_of_loaded_archives_are_those_of_the_files(noisy, monkeypatch):
+    """evaluate_baselines reads the archives once for both methods (paths), or not at all (loaded),
+    with the same predictions and the same provenance as each method from the paths."""
+    from iivformer.archives import load_archives
+
+    reads = []
+    monkeypatch.setattr(baselines, "load_archives", lambda *a, **k: reads.append(a) or load_archives(*a, **k))
+    from_paths = baselines.evaluate_baselines(*noisy)
+    assert len(reads) == 1
+    from_loaded = baselines.evaluate_baselines(load_archives(*noisy))
+    assert len(reads) == 1
+    for name, method in (("triangulation", "triangulation"), ("mean pose", "mean-pose")):
+        alone = baselines.evaluate_method(method, *noisy)
+        for result in (from_paths[name], from_loaded[name]):
+            np.testing.assert_array_equal(result.predictions, alone.predictions)
+            assert {k: v for k, v in result.provenance.items() if k != "date"} == \
+                {k: v for k, v in alone.provenance.items() if k != "date"}
+
+
 def test_methods_on_the_command_line_write_the_same_layout(exact, tmp_path):
     out = tmp_path / "triangulation.json"
     completed = subprocess.run([sys.executable, "-m", "iivformer", "evaluate", "--data_3d", exact[0], "--data_2d",
