@@ -1,15 +1,22 @@
 """Run every notebook in notebooks/ in order, headless, and keep the executed copies.
 
-    python tools/run_notebooks.py [--profile ci|default|paper] [--timeout SECONDS] [NOTEBOOK ...]
+    python tools/run_notebooks.py [--profile ci|default|paper] [--jobs N] [--timeout SECONDS] [NOTEBOOK ...]
 
 Each notebook runs on a fresh kernel with notebooks/ as its working folder and the chosen
 profile in IIVFORMER_PROFILE; the executed copy (outputs included) goes to outputs/<profile>/notebooks/.
 A failure stops the run with one line naming the notebook and the cell, and a non-zero status.
 A cell that does not answer within --timeout seconds (1800; no limit for the paper profile) gets
 its notebook run again once on a fresh kernel (--retries): rare lost kernel messages look like that.
+
+Up to --jobs notebooks (default 2, or 1 on a single core) run at once, each in a process of its own
+with its share of the cores (OMP_NUM_THREADS). A notebook says what it waits for in its metadata,
+``"iivformer": {"needs": ["02_training.ipynb"]}`` (notebooks outside this run count as done);
+without "needs" it waits for every notebook before it. ``"alone": true`` (02's training) runs with
+nothing beside it and every core, and no notebook after it starts before it has finished.
 """
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,6 +97,63 @@ def run(paths, out_dir: Path, timeout, retries: int = 1) -> int:
     return 0
 
 
+def dependencies(paths) -> tuple[dict, set]:
+    """({name: names it waits for}, names that run alone) from the notebooks' metadata (module docstring)."""
+    import nbformat
+
+    names = [path.name for path in paths]
+    needs, alone = {}, set()
+    for index, path in enumerate(paths):
+        declared = nbformat.read(path, as_version=4).metadata.get("iivformer", {})
+        wanted = declared.get("needs", names[:index])
+        needs[path.name] = set(wanted) & set(names[:index])  # only earlier notebooks of this run
+        if declared.get("alone"):
+            alone.add(path.name)
+    return needs, alone
+
+
+def startable(pending: list, running: set, done: set, needs: dict, alone: set, jobs: int) -> list:
+    """The pending notebooks (in run order) to start now, with `running` running and `done` finished."""
+    chosen = []
+    if running & alone:
+        return chosen
+    for name in pending:
+        if len(running) + len(chosen) >= jobs:
+            break
+        if name in alone:  # waits for a free machine; nothing after it overtakes it
+            if not running and not chosen and needs[name] <= done:
+                chosen.append(name)
+            break
+        if needs[name] <= done:
+            chosen.append(name)
+    return chosen
+
+
+def run_parallel(paths, out_dir: Path, jobs: int, passed: list) -> int:
+    """`run` for several notebooks at once: one process of this script per notebook (their lines
+    are printed as they come), `jobs` at a time, in the order `dependencies` allows."""
+    needs, alone = dependencies(paths)
+    by_name = {path.name: path for path in paths}
+    pending, running, done, failed = [path.name for path in paths], {}, set(), []
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    while pending or running:
+        for name in ([] if failed else startable(pending, set(running), done, needs, alone, jobs)):
+            pending.remove(name)
+            env = dict(os.environ) if name in alone else {**os.environ, "OMP_NUM_THREADS": threads}
+            running[name] = subprocess.Popen([sys.executable, __file__, "--jobs", "1", "--out", str(out_dir),
+                                              *passed, str(by_name[name])], env=env)
+        for name, process in list(running.items()):
+            if process.poll() is not None:
+                del running[name]
+                (done.add if process.returncode == 0 else failed.append)(name)
+        if failed and not running:
+            break
+        time.sleep(0.2)
+    if failed:
+        print(f"error: {', '.join(failed)} failed; {len(pending)} notebooks not run", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="execute the notebooks headlessly, in order")
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: notebooks/*.ipynb)")
@@ -97,8 +161,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, help="seconds allowed per cell (default: 1800, none for the paper "
                                                      "profile, whose training cell runs for hours)")
     parser.add_argument("--retries", type=int, default=1, help="runs again of a notebook whose cell timed out")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="notebooks run at once (default 2; 1: one after another in this process)")
     parser.add_argument("--out", help="folder for executed copies (default: outputs/<profile>/notebooks)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, not {args.jobs}")
     if args.profile:
         os.environ["IIVFORMER_PROFILE"] = args.profile
     os.environ.setdefault("IIVFORMER_ROOT", str(ROOT))
@@ -108,12 +176,18 @@ def main(argv=None) -> int:
         print(f"error: notebook not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     profile = os.environ.get("IIVFORMER_PROFILE", "default")
-    print(f"running {len(paths)} notebooks with IIVFORMER_PROFILE={profile}", flush=True)
+    if len(paths) > 1:
+        print(f"running {len(paths)} notebooks with IIVFORMER_PROFILE={profile}, {min(args.jobs, len(paths))} at "
+              "a time", flush=True)
     started = time.perf_counter()
     timeout = args.timeout if args.timeout else (None if profile == "paper" else 1800)
     out = Path(args.out) if args.out else Path(os.environ["IIVFORMER_ROOT"]) / "outputs" / profile / "notebooks"
-    status = run(paths, out, timeout, args.retries)
-    if status == 0:
+    if args.jobs > 1 and len(paths) > 1:
+        passed = ["--retries", str(args.retries)] + (["--timeout", str(args.timeout)] if args.timeout else [])
+        status = run_parallel(paths, out, args.jobs, passed)
+    else:
+        status = run(paths, out, timeout, args.retries)
+    if status == 0 and len(paths) > 1:
         print(f"all {len(paths)} notebooks ran in {time.perf_counter() - started:.0f} s", flush=True)
     return status
 
