@@ -26,7 +26,7 @@ Parameter names and registration order match the published implementation, so it
 checkpoints load with ``load_state_dict(strict=True)``.
 """
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 
 import torch
@@ -80,22 +80,6 @@ class Mlp(nn.Module):
 
 
 @contextmanager
-def _fp32(tensor):
-    """Inside: a function that turns a CPU bfloat16 tensor into float32, with autocast off, or
-    leaves a tensor alone (float32 runs exactly as without it). Under bf16 autocast on the CPU the
-    softmax and SDPA kernels are slower in bfloat16 than in float32, while the matrix products are
-    faster (AMX); so attention's scores, softmax and weighted sums run in float32 and the
-    projections around them in bfloat16. Full-size model, batch 512, 1 thread, torch.profiler over
-    2 steps: softmax fwd + bwd 504 ms in bfloat16, 151 ms once in float32; SDPA fwd + bwd 277
-    against 131 ms; a bf16 step took 0.943 s before (fp32 1.36 s) and 0.767 s after (fp32 1.46 s)."""
-    if tensor.dtype == torch.bfloat16 and tensor.device.type == "cpu":
-        with torch.autocast("cpu", enabled=False):
-            yield lambda t: t.float()
-    else:
-        yield lambda t: t
-
-
-@contextmanager
 def _outside_autocast(device_type: str):
     """Inside: autocast off and a function that turns a tensor into float32, where autocast is on for
     `device_type`; else nothing changes (float32 runs exactly as without it). The model's first and
@@ -107,6 +91,18 @@ def _outside_autocast(device_type: str):
             yield lambda t: t.float()
     else:
         yield lambda t: t
+
+
+def _fp32(tensor):
+    """Inside: a function that turns a CPU bfloat16 tensor into float32, with autocast off, or
+    leaves a tensor alone (float32 runs exactly as without it). Under bf16 autocast on the CPU the
+    softmax and SDPA kernels are slower in bfloat16 than in float32, while the matrix products are
+    faster (AMX); so attention's scores, softmax and weighted sums run in float32 and the
+    projections around them in bfloat16. Full-size model, batch 512, 1 thread, torch.profiler over
+    2 steps: softmax fwd + bwd 504 ms in bfloat16, 151 ms once in float32; SDPA fwd + bwd 277
+    against 131 ms; a bf16 step took 0.943 s before (fp32 1.36 s) and 0.767 s after (fp32 1.46 s)."""
+    cpu_bfloat16 = tensor.dtype == torch.bfloat16 and tensor.device.type == "cpu"
+    return _outside_autocast("cpu") if cpu_bfloat16 else nullcontext(lambda t: t)
 
 
 class Attention(nn.Module):
