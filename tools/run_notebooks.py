@@ -143,9 +143,13 @@ def run_parallel(paths, out_dir: Path, jobs: int, passed: list) -> int:
             running[name] = subprocess.Popen([sys.executable, __file__, "--jobs", "1", "--out", str(out_dir),
                                               *passed, str(by_name[name])], env=env)
         for name, process in list(running.items()):
-            if process.poll() is not None:
-                del running[name]
-                (done.add if process.returncode == 0 else failed.append)(name)
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode == 0:
+                done.add(name)
+            else:
+                failed.append(name)
         if failed and not running:
             break
         time.sleep(0.2)
