@@ -50,9 +50,11 @@ def test_two_jobs_run_the_notebooks_after_training_side_by_side():
     assert _schedule(needs, alone, [p.name for p in paths], jobs=1) == [[p.name] for p in paths]
 
 
-def test_a_notebook_without_needs_waits_for_every_earlier_one():
-    needs = {"a": set(), "b": {"a"}, "c": {"a", "b"}}
-    assert _schedule(needs, set(), ["a", "b", "c"], jobs=4) == [["a"], ["b"], ["c"]]
+def test_a_notebook_without_needs_waits_for_every_earlier_one(tmp_path):
+    paths = [_notebook(tmp_path / f"{name}.ipynb", "pass") for name in ("a", "b", "c")]
+    needs, alone = runner.dependencies(paths)
+    assert (needs, alone) == ({"a.ipynb": set(), "b.ipynb": {"a.ipynb"}, "c.ipynb": {"a.ipynb", "b.ipynb"}}, set())
+    assert _schedule(needs, alone, [p.name for p in paths], jobs=4) == [["a.ipynb"], ["b.ipynb"], ["c.ipynb"]]
     assert runner.startable(["b", "c"], set(), {"a"}, {"b": {"a"}, "c": set()}, set(), 2) == ["b", "c"]
     assert runner.startable(["b", "c"], {"x"}, set(), {"b": set(), "c": set()}, {"x"}, 3) == []  # x runs alone
 
