@@ -72,8 +72,9 @@ def start_workers_flushing_denormals() -> bool:
     Whether a thread flushes them to zero is that thread's own mode, copied into the threads it
     creates: so the mode is set here just while a first parallel operation makes torch start its
     workers, then this thread is IEEE again. The workers only ever run torch's work;
-    :func:`denormals_flushed` turns the mode on for this thread too while training. Called first thing by the command line, the workbench
-    (every notebook) and training. Returns whether this CPU can flush them (x86 with SSE3, ARM)."""
+    :func:`denormals_flushed` turns the mode on for this thread too while training. Called first
+    thing by the command line, the workbench (every notebook) and training. Returns whether this
+    CPU can flush them (x86 with SSE3, ARM)."""
     if not torch.set_flush_denormal(True):
         return False
     try:
