@@ -82,10 +82,12 @@ class Mlp(nn.Module):
 @contextmanager
 def _outside_autocast(device_type: str):
     """Inside: autocast off and a function that turns a tensor into float32, where autocast is on for
-    `device_type`; else nothing changes (float32 runs exactly as without it). The model's first and
-    last layers run this way under bf16: bfloat16 keeps 8 significant bits, so a normalised 2D input
-    would be rounded to 1/256 of its size and a 3D output of 500-1000 mm to 4 mm steps; both
-    layers are tiny (2 -> C and J*C -> J*3 per token) beside the blocks between them."""
+    `device_type`; else nothing changes (float32 runs exactly as without it). Under bf16 only the
+    inter-view stack computes in bfloat16: its tokens are J*C wide, where the matrix units pay.
+    The 2D embedding and the intra-view stack run this way: bfloat16 keeps 8 significant bits, so a
+    normalised 2D input would be rounded to 1/256 of its size, and the stack's C-wide tokens and
+    C/heads-wide heads (32 and 4 in the published model) are too narrow for bfloat16 to be faster.
+    So do the view mean and the head, whose 500-1000 mm outputs bfloat16 would round to 4 mm steps."""
     if torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
             yield lambda t: t.float()
@@ -265,15 +267,16 @@ class IIVFormer(nn.Module):
         if present is not None:  # absent views' inputs never enter any arithmetic
             x = torch.where(present[:, :, None, None], x, 0.0)
 
-        # Intra-view: attention over the J joints of each view, views folded into the batch.
+        # Intra-view: attention over the J joints of each view, views folded into the batch; in
+        # float32 also under autocast (see _outside_autocast).
         with _outside_autocast(x.device.type) as cast:
             x = self.Intra_patch_to_embedding(cast(x.reshape(B * V, J, -1)))  # (B*V, J, C)
-        x = self.pos_drop(x + self.Intra_pos_embed)
-        for block in self.Intra_blocks:
-            x, attn = block(x, return_attention)
-            if return_attention:
-                intra_maps.append(attn.reshape(B, V, *attn.shape[1:]))  # (B, V, heads, J, J)
-        x = self.Intra_norm(x)
+            x = self.pos_drop(x + self.Intra_pos_embed)
+            for block in self.Intra_blocks:
+                x, attn = block(x, return_attention)
+                if return_attention:
+                    intra_maps.append(attn.reshape(B, V, *attn.shape[1:]))  # (B, V, heads, J, J)
+            x = self.Intra_norm(x)
 
         # Inter-view: one joint-major token of width J*C per view, attention over the V views.
         x = x.reshape(B, V, -1)  # (B, V, J*C)

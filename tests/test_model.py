@@ -203,20 +203,25 @@ def test_the_path_is_chosen_by_device(monkeypatch):
     assert called == ["_head_by_head", "_explicit", "_fused"]
 
 
-def test_bf16_autocast_keeps_the_first_and_last_layers_in_float32():
-    """Under bf16 autocast the blocks compute in bfloat16, while the 2D input embedding, the view
-    mean and the head take float32: a nudge far below bfloat16's resolution (1e-4 on inputs in
-    [0.5, 1), where bfloat16's steps are 2**-8) still reaches the output, which is float32."""
+def test_bf16_autocast_computes_only_the_inter_view_stack_in_bfloat16():
+    """Under bf16 autocast the inter-view blocks compute in bfloat16, while the 2D input embedding,
+    the intra-view blocks, the view mean and the head take float32: a nudge far below bfloat16's
+    resolution (1e-4 on inputs in [0.5, 1), where bfloat16's steps are 2**-8) still reaches the
+    output, which is float32."""
     torch.manual_seed(0)
     model = IIVFormer(**SMALL).eval()
     seen = {}
+    model.Intra_blocks[0].attn.proj.register_forward_hook(lambda m, i, o: seen.update(intra=o.dtype))
+    model.Intra_blocks[-1].mlp.fc2.register_forward_hook(lambda m, i, o: seen.update(intra_out=o.dtype))
+    model.Inter_blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: seen.update(inter=(i[0].dtype, o.dtype)))
     model.Inter_blocks[0].mlp.fc1.register_forward_hook(lambda m, i, o: seen.update(mlp=o.dtype))
     model.head[1].register_forward_hook(lambda m, i, o: seen.update(head=(i[0].dtype, o.dtype)))
     x = 0.5 + 0.5 * torch.rand(2, 4, 17, 2)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out, nudged = model(x), model(x + 1e-4)
         masked = model(x, view_mask=torch.tensor([True, False, True, True]))
-    assert seen == {"mlp": torch.bfloat16, "head": (torch.float32, torch.float32)}
+    assert seen == {"intra": torch.float32, "intra_out": torch.float32, "inter": (torch.float32, torch.bfloat16),
+                    "mlp": torch.bfloat16, "head": (torch.float32, torch.float32)}
     assert out.dtype == masked.dtype == torch.float32
     assert (out - nudged).abs().max() > 0
     with torch.no_grad():
