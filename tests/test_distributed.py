@@ -90,7 +90,7 @@ def torchrun(folder: Path, program: list, *args) -> subprocess.CompletedProcess:
     """One launch of 2 processes. A launch in which a process died of SIGABRT is made once more, with a
     warning that keeps what it said: gloo's TCP transport can abort a process on a connection its peer
     dropped (pytorch/pytorch#188266), which says nothing of the training. Every launch here is
-    deterministic and may start again: the first two from nothing, the resumed one from its checkpoint."""
+    deterministic and may start again: a fresh run from nothing, a resumed one from its checkpoint."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program,
                *map(str, args)]
     for attempt in (1, 2):
