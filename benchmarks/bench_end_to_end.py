@@ -9,14 +9,17 @@ batch 1024, lr 0.0004, every epoch's test evaluation and checkpoint). The publis
 benchmarks/published_main.py (the published main.py restated: pickle loading, split_data, a
 per-sample Dataset with a 4-worker DataLoader, the published model copying every attention map to
 the host, `loss.item()` every batch). The two alternate (published, ours, published, ...); the
-best wall time of each is kept. Also printed: the steady epoch (the fastest after the first, when
---epochs > 1), each side's own epoch timing (train pass + test evaluation), and the test MPJPE
-after the last epoch, so that speed is not bought with accuracy. `--ours` lists variants of the
+best wall time of each is kept. With --repeats > 1 each round's ratio (the published run against
+each side's run right after it) is printed too, with their median: on a machine whose speed drifts
+between minutes, runs side by side in time are the fairer pair. Also printed: the steady epoch (the
+fastest after the first, when --epochs > 1), each side's own epoch timing (train pass + test
+evaluation), and the test MPJPE after the last epoch, so that speed is not bought with accuracy. `--ours` lists variants of the
 project's command to time as well (extra flags of `iivformer train`, "" for the plain recipe).
 """
 import argparse
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,12 +69,17 @@ def main():
             sides[name] = ([sys.executable, "-m", "iivformer", "train", *data, *shlex.split(flags),
                             "--model_path", f"{folder}/ours{number}.pth", "--log_file", f"{folder}/ours{number}.log"],
                            EPOCH_OURS)
+        rounds = []  # every round's wall seconds by side
         for _ in range(args.repeats):
+            rounds.append({})
             for name, (command, pattern) in sides.items():
                 result = run(command, pattern)
+                rounds[-1][name] = result["wall"]
                 if name not in results or result["wall"] < results[name]["wall"]:
                     results[name] = result
                 print(f"  {name}: {result['wall']:.1f} s", flush=True)
+    if len(rounds) > 1:
+        print_round_ratios(rounds)
     base = results["published main.py"]
     print(f"{'':34}{'whole process':>14}{'speed-up':>9}{'steady epoch':>14}{'speed-up':>9}{'test MPJPE':>12}")
     for name, result in results.items():
@@ -79,6 +87,15 @@ def main():
         base_steady = min(base["epoch_seconds"][1:] or base["epoch_seconds"])
         print(f"{name:34}{result['wall']:>12.1f} s{base['wall'] / result['wall']:>8.2f}x{steady:>12.2f} s"
               f"{base_steady / steady:>8.2f}x{result['test_mpjpe']:>9.2f} mm")
+
+
+def print_round_ratios(rounds: list) -> None:
+    """Each side's speed-up over the published run of the same round, and the median over rounds."""
+    print("speed-up over the published run of the same round:")
+    for name in [name for name in rounds[0] if name != "published main.py"]:
+        ratios = [walls["published main.py"] / walls[name] for walls in rounds]
+        print(f"  {name:34}" + " ".join(f"{ratio:.2f}x" for ratio in ratios)
+              + f"   median {statistics.median(ratios):.2f}x", flush=True)
 
 
 if __name__ == "__main__":
