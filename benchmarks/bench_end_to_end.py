@@ -13,8 +13,9 @@ best wall time of each is kept. With --repeats > 1 each round's ratio (the publi
 each side's run right after it) is printed too, with their median: on a machine whose speed drifts
 between minutes, runs side by side in time are the fairer pair. Also printed: the steady epoch (the
 fastest after the first, when --epochs > 1), each side's own epoch timing (train pass + test
-evaluation), and the test MPJPE after the last epoch, so that speed is not bought with accuracy. `--ours` lists variants of the
-project's command to time as well (extra flags of `iivformer train`, "" for the plain recipe).
+evaluation), and the test MPJPE after the last epoch, so that speed is not bought with accuracy.
+`--ours` lists variants of the project's command to time as well (extra flags of `iivformer
+train`, "" for the plain recipe).
 """
 import argparse
 import re
