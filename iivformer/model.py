@@ -87,7 +87,7 @@ def _outside_autocast(device_type: str):
     The 2D embedding and the intra-view stack run this way: bfloat16 keeps 8 significant bits, so a
     normalised 2D input would be rounded to 1/256 of its size, and the stack's C-wide tokens and
     C/heads-wide heads (32 and 4 in the published model) are too narrow for bfloat16 to be faster.
-    So do the view mean and the head, whose 500-1000 mm outputs bfloat16 would round to 4 mm steps."""
+    The view mean and the head run this way too: bfloat16 would round their 500-1000 mm outputs to 4 mm steps."""
     if torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
             yield lambda t: t.float()
