@@ -11,8 +11,10 @@ import hashlib
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -87,18 +89,26 @@ def clean_environment() -> dict:
 
 
 def torchrun(folder: Path, program: list, *args) -> subprocess.CompletedProcess:
-    """One launch of 2 processes. A launch in which a process died of SIGABRT is made once more, with a
+    """One launch of 2 processes in `folder`. A launch in which a process died of SIGABRT is made once
+    more, from the folder as it was before the first (what that launch wrote is put back), with a
     warning that keeps what it said: gloo's TCP transport can abort a process on a connection its peer
     dropped (pytorch/pytorch#188266), which says nothing of the training. Every launch here is
-    deterministic and may start again: a fresh run from nothing, a resumed one from its checkpoint."""
+    deterministic given its folder: a fresh run from nothing, a resumed one from its checkpoint."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *program,
                *map(str, args)]
-    for attempt in (1, 2):
-        done = subprocess.run(command, cwd=folder, env=clean_environment(), capture_output=True, text=True,
-                              timeout=LAUNCH_TIMEOUT_S)
-        if attempt == 2 or not re.search(r"exitcode\s*:\s*-6\b", done.stderr):
-            return done
-        warnings.warn(f"a process of the launch died of SIGABRT; launching once more:\n{launch_report(done)}")
+    before = Path(tempfile.mkdtemp(prefix="before-launch-")) / folder.name
+    shutil.copytree(folder, before)
+    try:
+        for attempt in (1, 2):
+            done = subprocess.run(command, cwd=folder, env=clean_environment(), capture_output=True, text=True,
+                                  timeout=LAUNCH_TIMEOUT_S)
+            if attempt == 2 or not re.search(r"exitcode\s*:\s*-6\b", done.stderr):
+                return done
+            warnings.warn(f"a process of the launch died of SIGABRT; launching once more:\n{launch_report(done)}")
+            shutil.rmtree(folder)
+            shutil.copytree(before, folder)
+    finally:
+        shutil.rmtree(before.parent)
 
 
 def launch_report(done: subprocess.CompletedProcess) -> str:
@@ -188,19 +198,28 @@ def test_a_dead_process_leaves_the_last_epoch_and_the_run_resumes_exactly(two_pr
     assert "resuming after epoch 1" in (tmp_path / "run.log").read_text()
 
 
-def test_a_launch_whose_process_aborts_is_made_once_more_and_only_once(tmp_path):
-    # rank 0 aborts while the file `aborted` does not exist yet; the second launch finds it
+def test_a_launch_whose_process_aborts_is_made_once_more_from_the_folder_as_it_was(tmp_path):
+    # rank 0 of the first launch writes into the launch's folder and aborts; the marker that says it did
+    # lies outside that folder, and the second launch must find the folder as it was before the first
+    folder, marker = tmp_path / "launch", tmp_path / "aborted"
+    folder.mkdir()
+    (folder / "kept").write_text("from before")
     (tmp_path / "abort_once.py").write_text(
-        "import os, pathlib\n"
-        "marker = pathlib.Path('aborted')\n"
+        "import os, pathlib, sys\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
         "if os.environ['RANK'] == '0' and not marker.exists():\n"
         "    marker.write_text('')\n"
-        "    os.abort()\n")
+        "    pathlib.Path('half-written').write_text('')\n"
+        "    pathlib.Path('kept').write_text('changed')\n"
+        "    os.abort()\n"
+        "sys.exit(0 if not pathlib.Path('half-written').exists() and pathlib.Path('kept').read_text() == 'from before'"
+        " else 3)\n")
     with pytest.warns(UserWarning, match="died of SIGABRT; launching once more"):
-        assert torchrun(tmp_path, [str(tmp_path / "abort_once.py")]).returncode == 0
+        assert torchrun(folder, [str(tmp_path / "abort_once.py")]).returncode == 0
+    assert marker.exists() and sorted(p.name for p in folder.iterdir()) == ["kept"]
     (tmp_path / "abort_always.py").write_text("import os\nif os.environ['RANK'] == '0':\n    os.abort()\n")
     with pytest.warns(UserWarning, match="died of SIGABRT") as said:
-        assert torchrun(tmp_path, [str(tmp_path / "abort_always.py")]).returncode != 0
+        assert torchrun(folder, [str(tmp_path / "abort_always.py")]).returncode != 0
     assert len(said) == 1
 
 
